@@ -1,0 +1,3 @@
+"""denoise: batch image restoration from the command line."""
+
+__version__ = "0.1.0"

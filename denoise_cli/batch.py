@@ -1,0 +1,288 @@
+"""Plan a batch (inputs -> outputs), run it item by item, report, decide the exit code.
+
+One bad file never stops the batch: it becomes a ``failed`` result with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+STDIO = "-"
+READABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
+WRITABLE_FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "tif": ".tif", "tiff": ".tif", "webp": ".webp"}
+WRITABLE_FORMATS["bmp"] = ".bmp"
+
+
+class OnExists(str, Enum):
+    SKIP = "skip"
+    OVERWRITE = "overwrite"
+    ERROR = "error"
+
+
+class Status(str, Enum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    PLANNED = "planned"
+
+
+class ExitCode:
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """The command line cannot be planned (exit code 2)."""
+
+
+class BatchAbort(Exception):
+    """Raised by a process function when no further item can succeed (e.g. missing weights)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    source: str
+    """Input path, or '-' for stdin."""
+    target: str
+    """Output path, or '-' for stdout."""
+    fmt: str | None = None
+    """Output format name (png, jpg, ...); None: from the target's suffix."""
+    problem: str | None = None
+    """Set when planning already knows this item cannot run (e.g. a name collision)."""
+
+
+@dataclass
+class Result:
+    input: str
+    output: str | None
+    status: Status
+    seconds: float = 0.0
+    error: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "input": self.input,
+            "output": self.output,
+            "status": self.status.value,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.error:
+            record["error"] = self.error
+        record.update(self.facts)
+        return record
+
+
+@dataclass
+class Report:
+    results: list[Result] = field(default_factory=list)
+    interrupted: bool = False
+    aborted: str | None = None
+    """Why the batch stopped early (every remaining item is failed with this reason)."""
+
+    def count(self, status: Status) -> int:
+        return sum(r.status is status for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        return ExitCode.FAILED if self.count(Status.FAILED) else ExitCode.OK
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.count(Status.OK)} done",
+            f"{self.count(Status.SKIPPED)} skipped",
+            f"{self.count(Status.FAILED)} failed",
+        ]
+        if self.count(Status.PLANNED):
+            parts.insert(0, f"{self.count(Status.PLANNED)} planned")
+        return ", ".join(parts) + (" (interrupted)" if self.interrupted else "")
+
+
+# -- planning -------------------------------------------------------------------------
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in READABLE_SUFFIXES and not path.name.startswith(".")
+
+
+def expand_inputs(inputs: Iterable[str], recursive: bool) -> list[tuple[str, Path | None]]:
+    """Each input as (path, base folder for mirroring or None). Globs are expanded here."""
+    found: list[tuple[str, Path | None]] = []
+    for item in inputs:
+        if item == STDIO:
+            found.append((STDIO, None))
+            continue
+        path = Path(item)
+        if path.is_dir():
+            walker = path.rglob("*") if recursive else path.iterdir()
+            files = sorted(p for p in walker if p.is_file() and _is_image(p) and not _hidden_under(p, path))
+            found.extend((str(p), path) for p in files)
+        elif path.exists():
+            found.append((item, None))
+        elif glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=recursive))
+            if not matches:
+                raise UsageError(f"{item}: no file matches")
+            found.extend((m, None) for m in matches if Path(m).is_file())
+        else:
+            found.append((item, None))  # fails when read, with the reason, like any bad file
+    return found
+
+
+def _hidden_under(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def output_name(source: Path, suffix: str, fmt: str | None) -> str:
+    ext = WRITABLE_FORMATS[fmt] if fmt else _writable_suffix(source)
+    return f"{source.stem}{suffix}{ext}"
+
+
+def _writable_suffix(source: Path) -> str:
+    suffix = source.suffix.lower()
+    if suffix in {".jpeg"}:
+        return ".jpg"
+    return suffix if suffix in WRITABLE_FORMATS.values() or suffix == ".tiff" else ".png"
+
+
+def plan(
+    inputs: list[str],
+    out: str | None,
+    *,
+    suffix: str | None,
+    default_suffix: str,
+    fmt: str | None = None,
+    recursive: bool = False,
+) -> list[Job]:
+    """Map inputs to outputs.
+
+    Without ``out`` each output goes next to its input as ``NAME{suffix}.EXT`` and inputs
+    that already carry the suffix (our own earlier outputs) are left out. With ``out`` a
+    single input may name a file; otherwise ``out`` is a folder (created), sub-folders are
+    mirrored with ``--recursive``, and the suffix defaults to none. Two inputs that would
+    write the same file make the later one a failed item.
+    """
+    found = expand_inputs(inputs, recursive)
+    if not found:
+        raise UsageError("no input images")
+    stdin_count = sum(src == STDIO for src, _ in found)
+    if stdin_count and len(found) > 1:
+        raise UsageError("'-' (stdin) cannot be mixed with other inputs")
+    if out == STDIO and len(found) > 1:
+        raise UsageError("-o - (stdout) takes exactly one input")
+
+    single_file_out = out is not None and len(found) == 1 and not _looks_like_folder(out)
+    jobs: list[Job] = []
+    seen: dict[str, str] = {}
+    for source, base in found:
+        if source == STDIO:
+            if out is None:
+                raise UsageError("reading stdin needs -o FILE or -o -")
+            jobs.append(Job(STDIO, out, fmt or (None if out == STDIO else _fmt_of(out))))
+            continue
+        src = Path(source)
+        if out is None:
+            used_suffix = default_suffix if suffix is None else suffix
+            if used_suffix and src.stem.endswith(used_suffix) and (base is not None or len(found) > 1):
+                continue  # an output of an earlier run, found in the same folder
+            target = str(src.with_name(output_name(src, used_suffix, fmt)))
+        elif single_file_out:
+            target = out
+        else:
+            folder = Path(out)
+            if base is not None and recursive:
+                folder = folder / src.parent.relative_to(base)
+            target = str(folder / output_name(src, suffix or "", fmt))
+        key = os.path.normcase(os.path.abspath(target))
+        problem = None
+        if key in seen:
+            problem = f"output {target} would also be written by {seen[key]}"
+        else:
+            seen[key] = source
+        jobs.append(Job(source, target, fmt or _fmt_of(target), problem))
+    return jobs
+
+
+def _looks_like_folder(out: str) -> bool:
+    return out.endswith(("/", os.sep)) or Path(out).is_dir()
+
+
+def _fmt_of(target: str) -> str | None:
+    ext = Path(target).suffix.lower().lstrip(".")
+    return ext if ext in WRITABLE_FORMATS else None
+
+
+# -- running --------------------------------------------------------------------------
+
+Process = Callable[[Job], dict[str, Any]]
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def decide(job: Job, on_exists: OnExists) -> Result | None:
+    """A result without running, when the policy or the plan settles the item."""
+    if job.problem:
+        return Result(job.source, job.target, Status.FAILED, error=job.problem)
+    if job.target == STDIO or not os.path.lexists(job.target):
+        return None
+    if job.source != STDIO and _same_file(job.source, job.target) and on_exists is not OnExists.OVERWRITE:
+        return Result(job.source, job.target, Status.FAILED, error="output is the input itself; not overwritten")
+    if on_exists is OnExists.SKIP:
+        return Result(job.source, job.target, Status.SKIPPED, error="output exists")
+    if on_exists is OnExists.ERROR:
+        return Result(job.source, job.target, Status.FAILED, error="output exists (--on-exists error)")
+    return None
+
+
+def run(
+    jobs: list[Job],
+    process: Process,
+    on_exists: OnExists,
+    *,
+    dry_run: bool = False,
+    on_result: Callable[[Result], None] | None = None,
+    on_start: Callable[[Job, int], None] | None = None,
+) -> Report:
+    """Run every job; a failure is recorded and the batch goes on. Ctrl-C stops cleanly."""
+    report = Report()
+    for index, job in enumerate(jobs):
+        if on_start:
+            on_start(job, index)
+        result = decide(job, on_exists)
+        if result is None and dry_run:
+            result = Result(job.source, job.target, Status.PLANNED)
+        if result is None:
+            start = time.perf_counter()
+            try:
+                facts = process(job)
+                result = Result(job.source, job.target, Status.OK, time.perf_counter() - start, facts=facts)
+            except KeyboardInterrupt:
+                report.interrupted = True
+                break
+            except BatchAbort as e:
+                report.results.extend(Result(j.source, None, Status.FAILED, error=str(e)) for j in jobs[index:])
+                report.aborted = str(e)
+                break
+            except Exception as e:  # one bad file never stops the batch
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                result = Result(job.source, None, Status.FAILED, time.perf_counter() - start, error=reason)
+        report.results.append(result)
+        if on_result:
+            on_result(result)
+    return report

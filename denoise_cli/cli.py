@@ -1,0 +1,339 @@
+"""The ``denoise`` command: parse, validate, call the batch runner, map results to exit codes.
+
+Nothing here imports torch at module level, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .batch import STDIO, ExitCode, OnExists, Report, Result, Status, UsageError
+from .tasks import TASKS, Task
+
+log = logging.getLogger("denoise")
+
+FORMAT_CHOICES = ["png", "jpg", "tif", "webp", "bmp"]
+
+
+class Console:
+    """stderr for people (progress, errors, summary); stdout for results only."""
+
+    def __init__(self, quiet: bool, verbose: bool, json_lines: bool) -> None:
+        from rich.console import Console as RichConsole
+
+        self.quiet, self.verbose, self.json_lines = quiet, verbose, json_lines
+        self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+
+    def error(self, message: str) -> None:
+        self.err.print(f"[red]denoise: error:[/red] {message}", markup=True, highlight=False)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, markup=False)
+
+    def result(self, result: Result, stdout_busy: bool) -> None:
+        if self.json_lines and not stdout_busy:
+            click.echo(json.dumps(result.as_json()))
+        elif result.status is Status.OK and not stdout_busy:
+            click.echo(result.output)
+        elif result.status is Status.PLANNED:
+            click.echo(f"{result.input} -> {result.output}")
+        if result.status is Status.FAILED:
+            self.error(f"{result.input}: {result.error}")
+        elif result.status is Status.SKIPPED and self.verbose:
+            self.note(f"skipped {result.input}: {result.error} ({result.output})")
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="denoise: %(message)s", stream=sys.stderr)
+    if verbose:
+        logging.getLogger("denoise_cli").setLevel(logging.INFO)
+
+
+def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every image subcommand."""
+    options = [
+        click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
+        click.option(
+            "-o", "--output", "output", default=None, help="Output file (one input), folder, or - for stdout."
+        ),
+        click.option("-r", "--recursive", is_flag=True, help="Walk sub-folders and mirror the tree under -o."),
+        click.option(
+            "--on-exists",
+            type=click.Choice([e.value for e in OnExists]),
+            default="skip",
+            show_default=True,
+            help="What to do when an output exists (skip makes an interrupted batch resumable).",
+        ),
+        click.option(
+            "--suffix",
+            default=None,
+            help="Added to output names (default: task-specific next to inputs, none in -o folders).",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(FORMAT_CHOICES),
+            default=None,
+            help="Output format (default: the input's).",
+        ),
+        click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality."),
+        click.option("--dry-run", is_flag=True, help="Print the input -> output plan and stop."),
+        click.option("--model", default=None, help="Model name (see `denoise models`)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+            default="auto",
+            show_default=True,
+            help="auto: fp16 on CUDA; on CPU bf16 only where it is measured faster and keeps quality.",
+        ),
+        click.option(
+            "--tile",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Tile side in pixels; 0 = whole image; default from size and memory.",
+        ),
+        click.option(
+            "--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in pixels (default: the model's)."
+        ),
+        click.option("--json", "json_lines", is_flag=True, help="One JSON object per input on stdout."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary."),
+        click.option("-v", "--verbose", is_flag=True, help="Log device, precision and tiles; tracebacks on errors."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def run_task(task: Task, **opts: Any) -> None:
+    """The one flow behind every image subcommand."""
+    setup_logging(opts["verbose"], opts["quiet"])
+    console = Console(opts["quiet"], opts["verbose"], opts["json_lines"])
+    model = opts["model"] or task.default_model
+    if model is None:
+        console.error(f"'{task.name}': no model for this task is built yet")
+        sys.exit(ExitCode.USAGE)
+
+    from . import batch, registry
+
+    try:
+        card = registry.card(model)
+    except registry.UnknownModelError as e:
+        raise click.BadParameter(str(e), param_hint="--model") from None
+    if card.task != task.name:
+        raise click.BadParameter(f"model {model!r} is for '{card.task}', not '{task.name}'", param_hint="--model")
+    try:
+        jobs = batch.plan(
+            list(opts["inputs"]),
+            opts["output"],
+            suffix=opts["suffix"],
+            default_suffix=task.suffix,
+            fmt=opts["fmt"],
+            recursive=opts["recursive"],
+        )
+    except UsageError as e:
+        raise click.UsageError(str(e)) from None
+    stdout_busy = any(job.target == STDIO for job in jobs)
+    if stdout_busy and sys.stdout.isatty() and not opts["dry_run"]:
+        raise click.UsageError("refusing to write image data to a terminal; redirect stdout or use -o FILE")
+
+    report = _run_with_progress(task, model, jobs, opts, console, stdout_busy)
+    if not opts["quiet"]:
+        console.note(report.summary())
+    sys.exit(report.exit_code)
+
+
+def _run_with_progress(
+    task: Task, model: str, jobs: list, opts: dict[str, Any], console: Console, stdout_busy: bool
+) -> Report:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from . import batch
+    from .engine import Enhancer
+    from .tasks import image_processor
+    from .weights import WeightsError
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console.err,
+        disable=opts["quiet"] or len(jobs) < 1,
+        transient=True,
+    )
+    files_bar = progress.add_task(task.name, total=len(jobs))
+    tiles_bar = progress.add_task("tiles", total=1, visible=False)
+
+    def on_tiles(done: int, total: int) -> None:
+        progress.update(tiles_bar, completed=done, total=total, visible=total > 1)
+
+    def make_enhancer() -> Enhancer:
+        try:
+            return Enhancer(
+                model, device=opts["device"], precision=opts["precision"], tile=opts["tile"], overlap=opts["overlap"]
+            )
+        except (WeightsError, RuntimeError, ValueError) as e:
+            raise batch.BatchAbort(str(e)) from None
+
+    process = image_processor(make_enhancer, opts["quality"], on_tiles)
+
+    def on_start(job: batch.Job, index: int) -> None:
+        name = "stdin" if job.source == STDIO else job.source
+        progress.update(files_bar, description=f"{task.name} {name}")
+
+    def on_result(result: Result) -> None:
+        progress.advance(files_bar)
+        progress.update(tiles_bar, visible=False)
+        console.result(result, stdout_busy)
+
+    with progress:
+        report = batch.run(
+            jobs, process, OnExists(opts["on_exists"]), dry_run=opts["dry_run"], on_result=on_result, on_start=on_start
+        )
+    if report.aborted:
+        console.error(report.aborted)
+    return report
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="denoise")
+def main() -> None:
+    """Denoise, upscale, demosaick, deblock and develop images in batches.
+
+    Inputs may be files, folders, globs or - (stdin). Outputs are written atomically and
+    existing files are skipped unless --on-exists says otherwise. Exit codes: 0 all done,
+    1 some inputs failed, 2 usage error, 130 interrupted.
+    """
+
+
+def _make_command(task: Task) -> click.Command:
+    @common_options
+    def command(**opts: Any) -> None:
+        run_task(task, **opts)
+
+    command.__doc__ = task.help
+    return click.command(name=task.name, help=task.help)(command)
+
+
+for _task in TASKS.values():
+    main.add_command(_make_command(_task))
+
+
+@main.command("models")
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object per model.")
+def models_command(json_lines: bool) -> None:
+    """List the models: task, parameters, MACs per megapixel, measured quality."""
+    from .registry import CARDS
+    from .weights import WeightsError, read_card
+
+    rows = []
+    for card in CARDS.values():
+        try:
+            meta = read_card(card.weights_path)
+            status = "ok" if card.weights_path.is_file() else "weights missing"
+        except WeightsError:
+            meta, status = {}, "weights missing"
+        rows.append(
+            {
+                "name": card.name,
+                "task": card.task,
+                "params": meta.get("params"),
+                "gmacs_per_mp": meta.get("gmacs_per_mp"),
+                "quality": meta.get("metrics", {}).get("summary", ""),
+                "steps": meta.get("steps"),
+                "status": status,
+                "summary": card.summary,
+            }
+        )
+    if json_lines:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+
+    table = Table("model", "task", "params", "GMACs/MP", "quality (measured)", "what", box=None)
+    for r in rows:
+        params = f"{r['params'] / 1e6:.2f} M" if r["params"] else "-"
+        macs = f"{r['gmacs_per_mp']:.0f}" if r["gmacs_per_mp"] else "-"
+        what = r["summary"] if r["status"] == "ok" else f"{r['summary']} ({r['status']})"
+        table.add_row(r["name"], r["task"], params, macs, r["quality"] or "-", what)
+    RichConsole(soft_wrap=False).print(table)
+
+
+@main.command("eval")
+@click.option("--model", required=True, help="Model to score.")
+@click.option(
+    "--data",
+    "data_dirs",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of clean images, or a noisy/gt pair folder; repeatable.",
+)
+@click.option(
+    "--sigma",
+    "sigmas",
+    multiple=True,
+    type=float,
+    default=(15.0, 25.0, 50.0),
+    show_default=True,
+    help="AWGN levels (8-bit units); repeatable or space-separated.",
+)
+@click.option("--baseline", is_flag=True, help="Also score CBM3D (needs the optional `bm3d` package).")
+@click.option("--crop", type=int, default=None, help="Centre-crop every image to this size first.")
+@click.option("--limit", type=int, default=None, help="Only the first N images of each folder.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--tile", type=click.IntRange(min=0), default=None)
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object per row.")
+@click.option("--save-metrics", is_flag=True, help="Store the results in the model's card (weights/NAME.json).")
+@click.argument("extra_sigmas", nargs=-1, type=float, required=False)
+def eval_command(
+    model: str, data_dirs: tuple[str, ...], sigmas: tuple[float, ...], extra_sigmas: tuple[float, ...], **opts: Any
+) -> None:
+    """Score a model on a folder with PSNR/SSIM (RGB, 8-bit outputs, fixed-seed noise)."""
+    from pathlib import Path
+
+    from .engine import Enhancer
+    from .evaluate import evaluate_model
+    from .weights import WeightsError
+
+    setup_logging(False, False)
+    err = Console(False, False, False)
+    try:
+        enhancer = Enhancer(model, device=opts["device"], precision=opts["precision"], tile=opts["tile"])
+    except (WeightsError, KeyError, RuntimeError, ValueError) as e:
+        err.error(str(e))
+        sys.exit(ExitCode.FAILED)
+    all_sigmas = list(sigmas) + list(extra_sigmas)
+    rows = []
+    for data in data_dirs:
+        err.note(f"evaluating {model} ({enhancer.precision}) on {data} ...")
+        rows += evaluate_model(
+            enhancer, model, Path(data), all_sigmas, crop=opts["crop"], limit=opts["limit"], baseline=opts["baseline"]
+        )
+    if opts["json_lines"]:
+        for r in rows:
+            click.echo(json.dumps(r.__dict__))
+    else:
+        click.echo("| data | method | PSNR (dB) | SSIM | images | seconds | note |")
+        click.echo("|---|---|---|---|---|---|---|")
+        for r in rows:
+            click.echo(
+                f"| {r.setting} | {r.method} | {r.psnr:.2f} | {r.ssim:.4f} | {r.images} | {r.seconds:.1f} | {r.note} |"
+            )
+    if opts["save_metrics"]:
+        from .evaluate import save_metrics
+
+        save_metrics(enhancer, rows, opts["precision"])

@@ -1,0 +1,119 @@
+"""Enhancer: one loaded model on one device at one precision; tensor in, tensor out.
+
+Only tiles go to the device. Precision ``auto`` is fp16 on CUDA; on a CPU it is bf16 only
+where the model card records that bf16 keeps quality *and* a short timing shows it is the
+faster one here, else fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import registry
+from .device import autocast, cpu_name, fastest_precision, pick_device, set_threads
+from .tiling import run_tiled
+
+log = logging.getLogger(__name__)
+
+# bf16 may be used by ``--precision auto`` when it costs at most this much PSNR (card field).
+BF16_MAX_DROP_DB = 0.05
+# Largest tile area for automatic tiling, as a share of free memory.
+MEMORY_SHARE = 0.25
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process (Linux), or a conservative 4 GB."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+@dataclass
+class Enhancer:
+    """Run a registered model on (1, 3, H, W) tensors in [0, 1], tiling when needed."""
+
+    name: str
+    device: str = "auto"
+    precision: str = "auto"
+    tile: int | None = None
+    """Tile side in input pixels; 0 = whole image; None = chosen from image size and memory."""
+    overlap: int | None = None
+    weights_path: Path | None = None
+    facts: dict[str, Any] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_threads()
+        self.card = registry.card(self.name)
+        self.torch_device = pick_device(self.device)
+        model, self.meta = registry.load(self.name, self.weights_path)
+        if self.torch_device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.to(self.torch_device)
+        if self.overlap is None:
+            self.overlap = self.card.overlap
+        self.precision = self._choose_precision(self.precision)
+        self.facts = {"model": self.name, "device": str(self.torch_device), "precision": self.precision}
+        log.info("model %s on %s (%s), precision %s", self.name, self.torch_device, cpu_name(), self.precision)
+
+    def _choose_precision(self, requested: str) -> str:
+        if requested != "auto":
+            if self.torch_device.type == "cpu" and requested == "fp16":
+                raise ValueError("fp16 is not supported on the CPU; use fp32 or bf16")
+            return requested
+        if self.torch_device.type != "cpu":
+            return fastest_precision(self.torch_device, lambda p: None)
+        drop = self.meta.get("metrics", {}).get("bf16_psnr_drop_db")
+        if drop is None or drop > BF16_MAX_DROP_DB:
+            return "fp32"
+        probe = torch.rand(1, 3, 128, 128)
+        return fastest_precision(self.torch_device, lambda p: self._forward(probe, p))
+
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        x = x.to(self.torch_device)
+        if self.torch_device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.torch_device, precision):
+            y = self.model(x)
+        return y.float()
+
+    def _forward_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward one tile; redo it in fp32 if reduced precision gave NaN or Inf."""
+        y = self._forward(x, self.precision)
+        if self.precision != "fp32" and not torch.isfinite(y).all():
+            log.warning("non-finite output at %s; recomputing the tile in fp32", self.precision)
+            y = self._forward(x, "fp32")
+        return y.cpu()
+
+    def auto_tile(self, height: int, width: int) -> int:
+        """Whole image when it fits the memory budget, else the largest square tile that does."""
+        per_pixel = int(self.meta.get("memory_bytes_per_pixel", 2000))
+        budget = min(available_memory() * MEMORY_SHARE, 2 << 30)
+        if self.torch_device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.torch_device)
+            budget = free * 0.5
+        max_pixels = max(budget / per_pixel, 128 * 128)
+        if height * width <= max_pixels:
+            return 0
+        side = int(max_pixels**0.5)
+        multiple = max(self.card.tile_multiple, 8)
+        return max(multiple * 8, side // multiple * multiple)
+
+    def __call__(self, image: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Enhance a (1, 3, H, W) float tensor in [0, 1]; the result is clamped to [0, 1]."""
+        height, width = image.shape[-2:]
+        tile = self.tile if self.tile is not None else self.auto_tile(height, width)
+        self.facts["tile"] = tile
+        out = run_tiled(image, self._forward_checked, tile, self.overlap or 0, self.card.scale, progress)
+        return out.clamp(0.0, 1.0)

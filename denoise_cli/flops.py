@@ -1,0 +1,40 @@
+"""Multiply-accumulate count of one forward pass, by forward hooks.
+
+Counts convolutions and linear layers, plus any module that reports its own arithmetic
+through a ``macs(inputs, output) -> int`` method (e.g. MalleConv's slice-and-conv).
+Element-wise work (activations, additions, interpolation) is not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def count_macs(model: nn.Module, height: int = 256, width: int = 256, channels: int = 3) -> int:
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += output.numel() * (module.in_channels // module.groups) * k
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+        elif hasattr(module, "macs"):
+            total += int(module.macs(inputs, output))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.inference_mode():
+            model(torch.rand(1, channels, height, width))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def macs_per_megapixel(model: nn.Module, side: int = 256) -> float:
+    return count_macs(model, side, side) * 1e6 / (side * side)

@@ -1,0 +1,37 @@
+"""Blocks shared by several networks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand -> ReLU -> 3x3 depthwise -> ReLU -> 1x1 project, plus identity.
+
+    MalleNet's "ResConvBlock" without normalisation: the projection starts at a small
+    scale (``init_scale``) so a deep stack begins close to the identity and trains
+    stably at small batch sizes, where batch statistics would be noisy.
+    """
+
+    def __init__(self, channels: int, expansion: int = 5, init_scale: float = 0.1) -> None:
+        super().__init__()
+        hidden = channels * expansion
+        self.expand = nn.Conv2d(channels, hidden, 1)
+        self.act1 = nn.ReLU(inplace=True)
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.act2 = nn.ReLU(inplace=True)
+        self.project = nn.Conv2d(hidden, channels, 1)
+        with torch.no_grad():
+            self.project.weight.mul_(init_scale)
+            self.project.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act1(self.expand(x))
+        y = self.act2(self.depthwise(y))
+        return x + self.project(y)
+
+
+def blocks(channels: int, count: int, expansion: int = 5) -> nn.Sequential:
+    """``count`` inverted-residual blocks of one width."""
+    return nn.Sequential(*(InvertedResidual(channels, expansion) for _ in range(count)))

@@ -1,0 +1,101 @@
+"""The shipped models, listed explicitly; architectures are imported only when used.
+
+A :class:`ModelCard` says what a model does and how to run it; its JSON card beside the
+weights adds the architecture arguments, the recipe, the training steps and the measured
+quality. ``load(name)`` returns the network in eval mode with its weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from . import weights
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def weights_dir() -> Path:
+    """``$DENOISE_WEIGHTS_DIR`` if set, else the weights/ folder shipped with the code."""
+    return Path(os.environ.get("DENOISE_WEIGHTS_DIR") or SHIPPED_WEIGHTS)
+
+ARCHITECTURES: dict[str, str] = {
+    "mallenet": "denoise_cli.models.mallenet:MalleNet",
+}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    """Name users pass to ``--model``; also the weights file stem."""
+    task: str
+    """Subcommand that runs it: denoise, sr, raw2rgb, demosaic or deblock."""
+    arch: str
+    """Key in ARCHITECTURES."""
+    summary: str
+    """One line for ``denoise models``."""
+    paper: str
+    scale: int = 1
+    """Output size / input size."""
+    overlap: int = 32
+    """Tile overlap in input pixels that makes tiled output match whole-image output."""
+    tile_multiple: int = 1
+    """Tile sides are rounded to a multiple of this."""
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    """Defaults; the JSON card's ``arch_args`` override them."""
+
+    @property
+    def weights_path(self) -> Path:
+        return weights_dir() / f"{self.name}.safetensors"
+
+
+CARDS: dict[str, ModelCard] = {
+    card.name: card
+    for card in [
+        ModelCard(
+            name="mallenet",
+            task="denoise",
+            arch="mallenet",
+            summary="blind colour Gaussian denoising (sigma 0-55), malleable convolutions",
+            paper="Jiang et al., Fast and High-Quality Image Denoising via Malleable Convolutions, ECCV 2022",
+            overlap=48,
+            tile_multiple=16,
+        ),
+    ]
+}
+
+DEFAULT_MODEL = {"denoise": "mallenet"}
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:
+        return f"unknown model {self.args[0]!r}; known: {', '.join(sorted(CARDS))}"
+
+
+def card(name: str) -> ModelCard:
+    try:
+        return CARDS[name]
+    except KeyError:
+        raise UnknownModelError(name) from None
+
+
+def build(arch: str, **arch_args: Any) -> nn.Module:
+    """Instantiate an architecture by key, importing its module on first use."""
+    module_name, _, class_name = ARCHITECTURES[arch].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**arch_args)
+
+
+def load(name: str, weights_path: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The named model with its shipped (or given) weights, in eval mode, and its JSON card."""
+    c = card(name)
+    path = weights_path or c.weights_path
+    meta = weights.read_card(path)
+    model = build(c.arch, **{**c.arch_args, **meta.get("arch_args", {})})
+    weights.load_into(model, path)
+    return model.eval(), meta

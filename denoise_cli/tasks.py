@@ -1,0 +1,73 @@
+"""What each subcommand does to one image: read, enhance, write.
+
+Every task is the same flow; a task only names its default model and output suffix, and
+(at most) a small pre/post step around the Enhancer.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .batch import STDIO, Job
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    default_model: str | None
+    """None: no model for this task is built yet."""
+    suffix: str
+    help: str
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("denoise", "mallenet", "_denoised", "Remove noise from photos."),
+        Task("sr", None, "_sr", "Upscale images (super-resolution)."),
+        Task("raw2rgb", None, "_rgb", "Convert camera RAW files to RGB with a learned pipeline."),
+        Task("demosaic", None, "_demosaic", "Demosaick Bayer mosaics."),
+        Task("deblock", None, "_deblocked", "Remove JPEG blocking artefacts."),
+    ]
+}
+
+
+def image_processor(
+    enhancer_factory: Callable[[], Any],
+    quality: int | None,
+    tile_progress: Callable[[int, int], None] | None = None,
+) -> Callable[[Job], dict[str, Any]]:
+    """The per-item function for image-to-image tasks.
+
+    The model is created on the first item that needs it, so a dry run, or a batch whose
+    outputs all exist, never loads it.
+    """
+    import numpy as np
+    import torch
+
+    from .imageio import encode_image, from_chw, read_image, to_chw, write_image
+
+    state: dict[str, Any] = {}
+
+    def process(job: Job) -> dict[str, Any]:
+        if "enhancer" not in state:
+            state["enhancer"] = enhancer_factory()
+        enhancer = state["enhancer"]
+        source = sys.stdin.buffer.read() if job.source == STDIO else Path(job.source)
+        picture = read_image(source)
+        x = torch.from_numpy(np.ascontiguousarray(to_chw(picture)))[None]
+        y = enhancer(x, progress=tile_progress)
+        result = from_chw(picture, y[0].numpy())
+        if job.target == STDIO:
+            sys.stdout.buffer.write(encode_image(result, job.fmt or picture.format.lower(), quality))
+            sys.stdout.buffer.flush()
+        else:
+            Path(job.target).parent.mkdir(parents=True, exist_ok=True)
+            write_image(result, Path(job.target), job.fmt, quality)
+        return dict(enhancer.facts, bit_depth=picture.bit_depth)
+
+    return process

@@ -1,0 +1,1 @@
+"""Everything only training needs: data, degradations, the loop and the recipes."""

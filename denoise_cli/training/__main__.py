@@ -1,0 +1,44 @@
+"""``python -m denoise_cli.training RECIPE``: train (or resume) one recipe in the background.
+
+Checkpoints go to ``--out`` every few minutes; rerunning the same command resumes. The EMA
+weights and their card are exported beside the checkpoint; copy them to weights/ to ship.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .recipes import RECIPES, SHARED_DATA
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m denoise_cli.training", description=__doc__)
+    parser.add_argument("recipe", choices=sorted(RECIPES))
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/RECIPE)")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="shared data root (its train/ is used)")
+    parser.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this long")
+    parser.add_argument("--steps", type=int, default=None, help="override the recipe's total steps")
+    parser.add_argument("--init", type=Path, default=None, help="start from shipped .safetensors weights")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    from .loop import Trainer
+
+    recipe = RECIPES[args.recipe]
+    if args.steps:
+        recipe.steps = args.steps
+    trainer = Trainer(recipe, args.out or Path("runs") / args.recipe, args.data, args.seed)
+    if not trainer.resume() and args.init:
+        trainer.init_from(args.init)
+    trainer.pick_precision(args.precision)
+    trainer.run(max_minutes=args.minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""One small recipe per shipped model: data, degradation, schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .degrade import add_gaussian_noise
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+# A degradation makes (input, target) from a clean batch.
+Degrade = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def awgn(sigma_range: tuple[float, float]) -> Degrade:
+    def degrade(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        noisy, _ = add_gaussian_noise(clean, sigma_range, generator)
+        return noisy, clean
+
+    return degrade
+
+
+@dataclass
+class Recipe:
+    model: str
+    """Registry name; also the weights file stem."""
+    arch: str
+    arch_args: dict[str, Any]
+    train_dirs: list[str]
+    """Folders under shared/data/ (train/ only)."""
+    degrade: Degrade
+    monitor: dict[str, Degrade]
+    """Named fixed degradations scored on held-out training images while training."""
+    patch: int = 96
+    batch: int = 16
+    steps: int = 20000
+    lr: float = 4e-4
+    min_lr: float = 1e-6
+    warmup: int = 500
+    ema: float = 0.999
+    loss: str = "l1"
+    holdout: int = 12
+    """Training images kept apart for the monitoring curve."""
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able part, stored in the weights card."""
+        skip = {"degrade", "monitor"}
+        out = {k: v for k, v in asdict(self).items() if k not in skip}
+        out["monitor"] = list(self.monitor)
+        return out
+
+
+RECIPES: dict[str, Recipe] = {
+    "mallenet": Recipe(
+        model="mallenet",
+        arch="mallenet",
+        arch_args={"channels": 32, "full_res_channels": 16, "blocks_per_stage": 2, "kernel_size": 3},
+        train_dirs=["train/bsds400", "train/t91"],
+        degrade=awgn((0.0, 55.0)),
+        monitor={"sigma15": awgn((15.0, 15.0)), "sigma25": awgn((25.0, 25.0)), "sigma50": awgn((50.0, 50.0))},
+        patch=96,
+        batch=16,
+        steps=8000,
+        lr=5e-4,
+        notes=["blind AWGN, sigma uniform in [0, 55] per patch, not clipped"],
+    ),
+}

@@ -1,0 +1,67 @@
+"""Weights on disk: ``<name>.safetensors`` beside a ``<name>.json`` card. No pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+class WeightsError(Exception):
+    """Weights or their card are missing, unreadable or do not fit the architecture."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(model: nn.Module, path: Path, card: dict[str, Any]) -> None:
+    """Save a state dict as safetensors and its card as JSON beside it."""
+    from safetensors.torch import save as save_bytes
+
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save_bytes(state))
+    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """The JSON card beside a weights file."""
+    card_path = path.with_suffix(".json")
+    try:
+        return json.loads(card_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeightsError(f"{card_path}: model card not found") from None
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{card_path}: unreadable model card ({e})") from None
+
+
+def load_into(model: nn.Module, path: Path) -> None:
+    """Strictly load safetensors weights into ``model``; any mismatch is a WeightsError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        reason = first[1].strip() if len(first) > 1 else first[0]
+        raise WeightsError(f"{path}: weights do not fit the architecture ({reason})") from None

@@ -1,0 +1,48 @@
+"""Shared fixtures: small generated images and a tiny (untrained) model for plumbing tests.
+
+Behaviour tests of the CLI run a tiny MalleNet with random weights from a temporary
+weights folder (``DENOISE_WEIGHTS_DIR``); quality tests use the shipped weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from denoise_cli import registry, weights
+
+TINY_ARCH = {"channels": 8, "full_res_channels": 4, "blocks_per_stage": 1, "kernel_size": 3}
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A weights folder whose ``mallenet`` is a tiny random MalleNet."""
+    torch.manual_seed(0)
+    model = registry.build("mallenet", **TINY_ARCH)
+    folder = tmp_path / "weights"
+    weights.save(model, folder / "mallenet.safetensors", {"name": "mallenet", "arch_args": TINY_ARCH, "steps": 0})
+    monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(folder))
+    return folder
+
+
+def photo(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
+    """A smooth colour test image with some texture, HxWx3 uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x / width, y / height, 0.5 + 0.5 * np.sin(x / 5.0) * np.cos(y / 7.0)], axis=-1)
+    noisy = base * 200 + 20 + rng.normal(0, 10, base.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """A folder with three small PNG photos."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(photo(seed=i)).save(folder / f"img{i}.png")
+    return folder

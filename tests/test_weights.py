@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from denoise_cli import registry, weights
+from denoise_cli.engine import Enhancer
+
+
+def test_missing_weights_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(weights.WeightsError, match=r"mallenet\.json: model card not found"):
+        registry.load("mallenet")
+    (tmp_path / "mallenet.json").write_text("{}")
+    with pytest.raises(weights.WeightsError, match=r"mallenet\.safetensors: weights file not found"):
+        registry.load("mallenet")
+
+
+def test_corrupt_weights_is_a_clear_error(tiny_weights: Path) -> None:
+    path = tiny_weights / "mallenet.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(weights.WeightsError, match="not a readable safetensors file"):
+        registry.load("mallenet")
+
+
+def test_pickle_is_refused(tiny_weights: Path) -> None:
+    path = tiny_weights / "mallenet.safetensors"
+    torch.save({"x": torch.zeros(1)}, path)  # a pickle under a safetensors name
+    with pytest.raises(weights.WeightsError):
+        registry.load("mallenet")
+
+
+def test_weights_of_another_shape_are_refused(tiny_weights: Path) -> None:
+    card_path = tiny_weights / "mallenet.json"
+    card = json.loads(card_path.read_text())
+    card["arch_args"]["channels"] = 12
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(weights.WeightsError, match="do not fit the architecture"):
+        registry.load("mallenet")
+
+
+def test_unreadable_card(tiny_weights: Path) -> None:
+    (tiny_weights / "mallenet.json").write_text("{not json")
+    with pytest.raises(weights.WeightsError, match="unreadable model card"):
+        registry.load("mallenet")
+
+
+def test_enhancer_runs_tiny_model_tiled_and_whole(tiny_weights: Path) -> None:
+    x = torch.rand(1, 3, 70, 90)
+    whole = Enhancer("mallenet", device="cpu", precision="fp32", tile=0)(x)
+    tiled = Enhancer("mallenet", device="cpu", precision="fp32", tile=48, overlap=16)(x)
+    assert whole.shape == tiled.shape == x.shape
+    assert 0.0 <= whole.min().item() and whole.max().item() <= 1.0
+    assert (whole - tiled).abs().mean().item() < 0.05  # blended, not stitched garbage
+
+
+def test_precision_auto_stays_fp32_without_a_measured_bf16_drop(tiny_weights: Path) -> None:
+    assert Enhancer("mallenet", device="cpu").precision == "fp32"
+
+
+def test_fp16_on_cpu_is_refused(tiny_weights: Path) -> None:
+    with pytest.raises(ValueError, match="fp16"):
+        Enhancer("mallenet", device="cpu", precision="fp16")
