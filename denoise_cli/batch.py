@@ -244,9 +244,9 @@ def decide(job: Job, on_exists: OnExists) -> Result | None:
     if job.source != STDIO and _same_file(job.source, job.target) and on_exists is not OnExists.OVERWRITE:
         return Result(job.source, job.target, Status.FAILED, error="output is the input itself; not overwritten")
     if on_exists is OnExists.SKIP:
-        return Result(job.source, job.target, Status.SKIPPED, error="output exists")
+        return Result(job.source, job.target, Status.SKIPPED, error=f"{job.target} exists")
     if on_exists is OnExists.ERROR:
-        return Result(job.source, job.target, Status.FAILED, error="output exists (--on-exists error)")
+        return Result(job.source, job.target, Status.FAILED, error=f"{job.target} exists (--on-exists error)")
     return None
 
 

@@ -120,7 +120,7 @@ def run_task(task: Task, **opts: Any) -> None:
     console = Console(opts["quiet"], opts["verbose"], opts["json_lines"])
     model = opts["model"] or task.default_model
     if model is None:
-        console.error(f"'{task.name}': no model for this task is built yet")
+        console.error(f"'{task.name}' is not built yet: no model for this task ships in this version")
         sys.exit(ExitCode.USAGE)
 
     from . import batch, registry

@@ -24,6 +24,7 @@ def weights_dir() -> Path:
     """``$DENOISE_WEIGHTS_DIR`` if set, else the weights/ folder shipped with the code."""
     return Path(os.environ.get("DENOISE_WEIGHTS_DIR") or SHIPPED_WEIGHTS)
 
+
 ARCHITECTURES: dict[str, str] = {
     "mallenet": "denoise_cli.models.mallenet:MalleNet",
 }
