@@ -6,6 +6,7 @@ One bad file never stops the batch: it becomes a ``failed`` result with a one-li
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 STDIO = "-"
 READABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
@@ -280,6 +283,7 @@ def run(
                 report.aborted = str(e)
                 break
             except Exception as e:  # one bad file never stops the batch
+                log.debug("%s failed", job.source, exc_info=True)
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 result = Result(job.source, None, Status.FAILED, time.perf_counter() - start, error=reason)
         report.results.append(result)

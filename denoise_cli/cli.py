@@ -17,8 +17,6 @@ from . import __version__
 from .batch import STDIO, ExitCode, OnExists, Report, Result, Status, UsageError
 from .tasks import TASKS, Task
 
-log = logging.getLogger("denoise")
-
 FORMAT_CHOICES = ["png", "jpg", "tif", "webp", "bmp"]
 
 
@@ -52,10 +50,16 @@ class Console:
 
 
 def setup_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="denoise: %(message)s", stream=sys.stderr)
-    if verbose:
-        logging.getLogger("denoise_cli").setLevel(logging.INFO)
+    """Our log records go to the current stderr: warnings always, details with --verbose."""
+    logger = logging.getLogger("denoise_cli")
+    for handler in [h for h in logger.handlers if getattr(h, "denoise_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.denoise_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("denoise: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING)
+    logger.propagate = False
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:

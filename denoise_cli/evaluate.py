@@ -8,6 +8,7 @@ not clipped; outputs are quantised to 8 bits; PSNR/SSIM on RGB. Paired real-nois
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ def quantize(t: torch.Tensor) -> torch.Tensor:
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255.0
 
 
 def noise_seed(name: str, sigma: float) -> int:
@@ -82,9 +83,22 @@ def pairs(folder: Path) -> Iterator[tuple[str, Path, Path]]:
             yield noisy.name, noisy, clean
 
 
-def cbm3d(noisy: np.ndarray, sigma: float) -> np.ndarray | None:
-    """CBM3D (``bm3d`` package) in a child process: its native code can crash the process."""
+def cache_dir() -> Path:
+    """Where deterministic baseline outputs are kept (``$DENOISE_CACHE`` or ~/.cache/denoise)."""
+    return Path(os.environ.get("DENOISE_CACHE") or Path.home() / ".cache" / "denoise")
+
+
+def cbm3d(noisy: np.ndarray, sigma: float, key: str | None = None) -> np.ndarray | None:
+    """CBM3D (``bm3d`` package) in a child process: its native code can crash the process.
+
+    With ``key`` (naming the image, noise level and seed) the result is cached, since the
+    same noisy input always gives the same output and CBM3D takes seconds per image.
+    """
     import pickle  # only our own arrays cross the pipe
+
+    cached = cache_dir() / "cbm3d" / f"{key}.npy" if key else None
+    if cached is not None and cached.exists():
+        return np.load(cached)
 
     code = (
         "import sys,pickle,numpy as np,bm3d;"
@@ -103,7 +117,11 @@ def cbm3d(noisy: np.ndarray, sigma: float) -> np.ndarray | None:
         return None
     if proc.returncode != 0:
         return None
-    return pickle.loads(proc.stdout)
+    out = pickle.loads(proc.stdout)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cached, out)
+    return out
 
 
 def estimate_sigma(noisy: np.ndarray) -> float:
@@ -164,7 +182,8 @@ def evaluate_model(
                 arr = noisy[0].permute(1, 2, 0).numpy()
                 level = sigma if sigma is not None else estimate_sigma(arr)
                 start = time.perf_counter()
-                out = cbm3d(arr, level)
+                key = f"{data.name}-{name}-{'real' if sigma is None else f'{sigma:g}'}-{crop or 0}"
+                out = cbm3d(arr, level, key)
                 t_base += time.perf_counter() - start
                 if out is None:
                     base.failed.append(name)

@@ -194,3 +194,28 @@ def test_no_partial_output_when_the_model_fails(tiny_weights: Path, images: Path
     assert result.exit_code == 1
     assert "simulated failure" in result.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_verbose_shows_the_traceback_of_a_failed_file(tiny_weights: Path, images: Path, tmp_path: Path) -> None:
+    (images / "broken.png").write_bytes(b"not a png at all")
+    result = run("denoise", str(images / "broken.png"), "-o", str(tmp_path / "o.png"), "--verbose")
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr and "broken.png" in result.stderr
+
+
+def test_models_lists_shipped_models_with_their_facts(tiny_weights: Path) -> None:
+    result = run("models", "--json")
+    assert result.exit_code == 0
+    rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert rows["mallenet"]["task"] == "denoise" and rows["mallenet"]["status"] == "ok"
+
+
+def test_eval_scores_a_folder_and_saves_metrics(tiny_weights: Path, images: Path) -> None:
+    result = run("eval", "--model", "mallenet", "--data", str(images), "--sigma", "25", "--json", "--save-metrics")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["method"] for r in rows] == ["input (noisy)", "mallenet"]
+    assert rows[0]["images"] == 3 and 15 < rows[0]["psnr"] < 25  # sigma 25 noise on the input
+    card = json.loads((tiny_weights / "mallenet.json").read_text())
+    assert card["metrics"]["fp32"]["in sigma 25 | mallenet"]["psnr"] == round(rows[1]["psnr"], 3)
+    assert card["gmacs_per_mp"] > 0 and card["params"] > 0
