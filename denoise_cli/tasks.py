@@ -6,6 +6,7 @@ Every task is the same flow; a task only names its default model and output suff
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .batch import STDIO, Job
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def image_processor(
     import numpy as np
     import torch
 
-    from .imageio import encode_image, from_chw, read_image, to_chw, write_image
+    from .imageio import FORMATS, encode_image, from_chw, output_warnings, read_image, to_chw, write_image
 
     state: dict[str, Any] = {}
 
@@ -63,11 +66,15 @@ def image_processor(
         y = enhancer(x, progress=tile_progress)
         result = from_chw(picture, y[0].numpy())
         if job.target == STDIO:
-            sys.stdout.buffer.write(encode_image(result, job.fmt or picture.format.lower(), quality))
+            fmt = job.fmt or (picture.format.lower() if picture.format.lower() in FORMATS else "png")
+            data = encode_image(result, fmt, quality)
+            warnings = output_warnings(result, fmt)
+            sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         else:
-            Path(job.target).parent.mkdir(parents=True, exist_ok=True)
-            write_image(result, Path(job.target), job.fmt, quality)
+            warnings = write_image(result, Path(job.target), job.fmt, quality)
+        for warning in warnings:
+            log.warning("%s: %s", "stdin" if job.source == STDIO else job.source, warning)
         return dict(enhancer.facts, bit_depth=picture.bit_depth)
 
     return process

@@ -219,3 +219,11 @@ def test_eval_scores_a_folder_and_saves_metrics(tiny_weights: Path, images: Path
     card = json.loads((tiny_weights / "mallenet.json").read_text())
     assert card["metrics"]["fp32"]["in sigma 25 | mallenet"]["psnr"] == round(rows[1]["psnr"], 3)
     assert card["gmacs_per_mp"] > 0 and card["params"] > 0
+
+
+def test_lost_alpha_is_warned_about_naming_the_file(tiny_weights: Path, tmp_path: Path) -> None:
+    src = tmp_path / "a.png"
+    Image.fromarray(np.dstack([photo(), np.full((48, 64), 128, np.uint8)]), "RGBA").save(src)
+    result = run("denoise", str(src), "-o", str(tmp_path / "o.jpg"))
+    assert result.exit_code == 0
+    assert "a.png" in result.stderr and "alpha" in result.stderr

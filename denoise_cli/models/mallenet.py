@@ -121,12 +121,18 @@ class MalleNet(nn.Module):
             if level > 0:  # no expanded block at full resolution: keeps the cost per pixel low
                 layers.append(blocks(width, 1))
             self.encoders.append(nn.Sequential(*layers))
-        # Stage 2: coarse to fine. Each level fuses the upsampled coarser result.
+        # Stage 2: coarse to fine. Each level fuses the upsampled coarser result. The
+        # upsampling is depth-to-space (1x1 conv + pixel shuffle), the inverse of the
+        # pyramid's space-to-depth, rather than the released code's bilinear resize: a
+        # bilinear H/2 -> H step left per-pixel detail to the shallow full-resolution path.
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(widths[i + 1], 4 * widths[i], 1), nn.PixelShuffle(2)) for i in range(3)
+        )
         self.fuse = nn.ModuleList(
             [
-                nn.Conv2d(widths[0] + widths[1], widths[0], 1),
-                nn.Conv2d(widths[1] + widths[2], widths[1], 3, padding=1),
-                nn.Conv2d(widths[2] + widths[3], widths[2], 3, padding=1),
+                nn.Conv2d(2 * widths[0], widths[0], 1),
+                nn.Conv2d(2 * widths[1], widths[1], 3, padding=1),
+                nn.Conv2d(2 * widths[2], widths[2], 3, padding=1),
             ]
         )
         self.pre = nn.ModuleList([nn.Identity()] + [blocks(w, blocks_per_stage) for w in widths[1:]])
@@ -158,8 +164,7 @@ class MalleNet(nn.Module):
 
         y = self.post[3](self.malle[3](self.pre[3](feats[3])))
         for level in (2, 1, 0):
-            up = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
-            y = self.fuse[level](torch.cat([feats[level], up], dim=1))
+            y = self.fuse[level](torch.cat([feats[level], self.up[level](y)], dim=1))
             y = self.post[level](self.malle[level](self.pre[level](y)))
         noise = self.head(y)
         return (padded - noise)[..., :height, :width]

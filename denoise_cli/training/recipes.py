@@ -66,7 +66,7 @@ RECIPES: dict[str, Recipe] = {
         monitor={"sigma15": awgn((15.0, 15.0)), "sigma25": awgn((25.0, 25.0)), "sigma50": awgn((50.0, 50.0))},
         patch=96,
         batch=16,
-        steps=8000,
+        steps=9000,
         lr=5e-4,
         notes=["blind AWGN, sigma uniform in [0, 55] per patch, not clipped"],
     ),
