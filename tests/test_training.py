@@ -47,7 +47,10 @@ def test_trains_resumes_and_exports(tmp_path: Path, data_root: Path) -> None:
     assert first.step == 1 and (out / "checkpoint.pt").exists()
     second = Trainer(tiny_recipe(6), out, data_root)
     assert second.resume() and second.step == 1
-    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True)
+    )
     second.run()
     assert second.step == 6
     card = json.loads((out / "mallenet.json").read_text())
