@@ -109,6 +109,13 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--overlap", type=click.IntRange(min=0), default=None, help="Tile overlap in pixels (default: the model's)."
         ),
+        click.option(
+            "--max-pixels",
+            type=click.FloatRange(min=0, min_open=True),
+            default=200.0,
+            show_default=True,
+            help="Refuse inputs larger than this many megapixels (decompression-bomb guard).",
+        ),
         click.option("--json", "json_lines", is_flag=True, help="One JSON object per input on stdout."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary."),
         click.option("-v", "--verbose", is_flag=True, help="Log device, precision and tiles; tracebacks on errors."),
@@ -189,7 +196,7 @@ def _run_with_progress(
         except (WeightsError, RuntimeError, ValueError) as e:
             raise batch.BatchAbort(str(e)) from None
 
-    process = image_processor(make_enhancer, opts["quality"], on_tiles)
+    process = image_processor(make_enhancer, opts["quality"], int(opts["max_pixels"] * 1e6), on_tiles)
 
     def on_start(job: batch.Job, index: int) -> None:
         name = "stdin" if job.source == STDIO else job.source

@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 # bf16 may be used by ``--precision auto`` when it costs at most this much PSNR (card field).
 BF16_MAX_DROP_DB = 0.05
-# Largest tile area for automatic tiling, as a share of free memory.
-MEMORY_SHARE = 0.25
+# Automatic tiling keeps one tile's working memory under this share of free memory and
+# this cap, leaving room for the whole-image buffers (input, blended output, weights).
+MEMORY_SHARE = 0.15
+MEMORY_CAP = 1 << 30
 
 
 def available_memory() -> int:
@@ -98,8 +100,8 @@ class Enhancer:
 
     def auto_tile(self, height: int, width: int) -> int:
         """Whole image when it fits the memory budget, else the largest square tile that does."""
-        per_pixel = int(self.meta.get("memory_bytes_per_pixel", 2000))
-        budget = min(available_memory() * MEMORY_SHARE, 2 << 30)
+        per_pixel = self.card.memory_per_pixel
+        budget = min(available_memory() * MEMORY_SHARE, MEMORY_CAP)
         if self.torch_device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.torch_device)
             budget = free * 0.5
@@ -110,10 +112,11 @@ class Enhancer:
         multiple = max(self.card.tile_multiple, 8)
         return max(multiple * 8, side // multiple * multiple)
 
+    @torch.inference_mode()
     def __call__(self, image: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Enhance a (1, 3, H, W) float tensor in [0, 1]; the result is clamped to [0, 1]."""
         height, width = image.shape[-2:]
         tile = self.tile if self.tile is not None else self.auto_tile(height, width)
         self.facts["tile"] = tile
         out = run_tiled(image, self._forward_checked, tile, self.overlap or 0, self.card.scale, progress)
-        return out.clamp(0.0, 1.0)
+        return out.clamp_(0.0, 1.0)

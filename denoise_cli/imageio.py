@@ -161,16 +161,14 @@ def format_for_path(path: Path | str) -> str:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def read_image(source: Path | bytes, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+def read_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Decode an image file (a path, or the bytes of one) into a Picture.
 
-    ``name`` is accepted for callers that label byte input (e.g. stdin). It is not used for
-    decoding, which sniffs the content, or in messages, since the caller adds the file name.
+    The format is sniffed from the content; messages leave the file name to the caller.
     Images above ``max_pixels`` are refused before any pixel data is decoded. The whole image
     is decoded, so truncated files fail. Every failure raises ImageReadError. For the duration of
     the call Pillow's global MAX_IMAGE_PIXELS is disabled; ``max_pixels`` takes its place.
     """
-    del name  # see docstring
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             return _decode(io.BytesIO(bytes(source)), max_pixels)

@@ -42,6 +42,7 @@ TASKS: dict[str, Task] = {
 def image_processor(
     enhancer_factory: Callable[[], Any],
     quality: int | None,
+    max_pixels: int,
     tile_progress: Callable[[int, int], None] | None = None,
 ) -> Callable[[Job], dict[str, Any]]:
     """The per-item function for image-to-image tasks.
@@ -61,7 +62,7 @@ def image_processor(
             state["enhancer"] = enhancer_factory()
         enhancer = state["enhancer"]
         source = sys.stdin.buffer.read() if job.source == STDIO else Path(job.source)
-        picture = read_image(source)
+        picture = read_image(source, max_pixels=max_pixels)
         x = torch.from_numpy(np.ascontiguousarray(to_chw(picture)))[None]
         y = enhancer(x, progress=tile_progress)
         result = from_chw(picture, y[0].numpy())

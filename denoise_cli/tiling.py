@@ -111,4 +111,4 @@ def run_tiled(
         if progress:
             progress(i + 1, len(tiles))
     assert acc is not None
-    return acc / norm.clamp_min(1e-8)
+    return acc.div_(norm.clamp_min_(1e-8))

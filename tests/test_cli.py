@@ -227,3 +227,43 @@ def test_lost_alpha_is_warned_about_naming_the_file(tiny_weights: Path, tmp_path
     result = run("denoise", str(src), "-o", str(tmp_path / "o.jpg"))
     assert result.exit_code == 0
     assert "a.png" in result.stderr and "alpha" in result.stderr
+
+
+def test_too_large_input_is_refused_naming_the_file(tiny_weights: Path, images: Path, tmp_path: Path) -> None:
+    result = run("denoise", str(images), "-o", str(tmp_path / "out"), "--max-pixels", "0.002")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 3 and all("img" in e and "limit" in e for e in errors)
+
+
+def test_truncated_and_unsupported_inputs_fail_alone(tiny_weights: Path, images: Path, tmp_path: Path) -> None:
+    data = (images / "img0.png").read_bytes()
+    (images / "cut.png").write_bytes(data[: len(data) // 2])
+    Image.fromarray(np.zeros((8, 8), np.float32), "F").save(images / "float.tif")
+    result = run("denoise", str(images), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert sorted(Path(e.split(": ")[2]).name for e in errors) == ["cut.png", "float.tif"]
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+def test_ctrl_c_stops_cleanly_with_no_partial_file(
+    tiny_weights: Path, images: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from denoise_cli import fsutil
+
+    real_replace = fsutil.os.replace
+    calls = {"n": 0}
+
+    def interrupted_replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "replace", interrupted_replace)
+    out = tmp_path / "out"
+    result = run("denoise", str(images), "-o", str(out))
+    assert result.exit_code == 130
+    assert sorted(p.name for p in out.iterdir()) == ["img0.png"]  # no .part file left behind
+    assert "interrupted" in result.stderr
