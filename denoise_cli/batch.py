@@ -15,12 +15,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from .imageio import FORMATS
+
 log = logging.getLogger(__name__)
 
 STDIO = "-"
-READABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
-WRITABLE_FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "tif": ".tif", "tiff": ".tif", "webp": ".webp"}
-WRITABLE_FORMATS["bmp"] = ".bmp"
+WRITABLE_SUFFIXES = {f".{name}" for name in FORMATS}
+READABLE_SUFFIXES = WRITABLE_SUFFIXES
 
 
 class OnExists(str, Enum):
@@ -71,6 +72,8 @@ class Result:
     seconds: float = 0.0
     error: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    aborted: bool = False
+    """Failed because the batch stopped (its reason is reported once, not per file)."""
 
     def as_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -147,16 +150,11 @@ def _hidden_under(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def output_name(source: Path, suffix: str, fmt: str | None) -> str:
-    ext = WRITABLE_FORMATS[fmt] if fmt else _writable_suffix(source)
-    return f"{source.stem}{suffix}{ext}"
-
-
-def _writable_suffix(source: Path) -> str:
-    suffix = source.suffix.lower()
-    if suffix in {".jpeg"}:
-        return ".jpg"
-    return suffix if suffix in WRITABLE_FORMATS.values() or suffix == ".tiff" else ".png"
+def output_suffix(source: Path, fmt: str | None) -> str:
+    """The output extension: the format's, or the input's own when it is writable, else .png."""
+    if fmt:
+        return FORMATS[fmt].extension
+    return source.suffix if source.suffix.lower() in WRITABLE_SUFFIXES else ".png"
 
 
 def plan(
@@ -170,22 +168,24 @@ def plan(
 ) -> list[Job]:
     """Map inputs to outputs.
 
-    Without ``out`` each output goes next to its input as ``NAME{suffix}.EXT`` and inputs
-    that already carry the suffix (our own earlier outputs) are left out. With ``out`` a
-    single input may name a file; otherwise ``out`` is a folder (created), sub-folders are
-    mirrored with ``--recursive``, and the suffix defaults to none. Two inputs that would
-    write the same file make the later one a failed item.
+    Without ``out`` each output goes next to its input as ``NAME{suffix}.EXT``; files found
+    in folders that already carry the suffix (our own earlier outputs) are left out. ``out``
+    names a file only for a single input file (or stdin); otherwise it is a folder (created),
+    mirrored with ``--recursive``, where the suffix defaults to none unless the folder is the
+    input's own. Two inputs that would write the same file make the later one a failed item.
     """
     found = expand_inputs(inputs, recursive)
     if not found:
         raise UsageError("no input images")
-    stdin_count = sum(src == STDIO for src, _ in found)
-    if stdin_count and len(found) > 1:
+    if any(src == STDIO for src, _ in found) and len(found) > 1:
         raise UsageError("'-' (stdin) cannot be mixed with other inputs")
     if out == STDIO and len(found) > 1:
         raise UsageError("-o - (stdout) takes exactly one input")
 
-    single_file_out = out is not None and len(found) == 1 and not _looks_like_folder(out)
+    single_input = len(inputs) == 1 and (inputs[0] == STDIO or Path(inputs[0]).is_file()) and not recursive
+    file_out = out is not None and single_input and not _looks_like_folder(out)
+    if file_out and out != STDIO and fmt and _fmt_of(out) not in (None, fmt) and FORMATS[fmt] != FORMATS[_fmt_of(out)]:
+        raise UsageError(f"-o {out} does not match --format {fmt}")
     jobs: list[Job] = []
     seen: dict[str, str] = {}
     for source, base in found:
@@ -195,18 +195,18 @@ def plan(
             jobs.append(Job(STDIO, out, fmt or (None if out == STDIO else _fmt_of(out))))
             continue
         src = Path(source)
-        if out is None:
-            used_suffix = default_suffix if suffix is None else suffix
-            if used_suffix and src.stem.endswith(used_suffix) and (base is not None or len(found) > 1):
-                continue  # an output of an earlier run, found in the same folder
-            target = str(src.with_name(output_name(src, used_suffix, fmt)))
-        elif single_file_out:
+        if file_out:
+            assert out is not None
             target = out
         else:
-            folder = Path(out)
-            if base is not None and recursive:
+            folder = src.parent if out is None else Path(out)
+            if out is not None and base is not None and recursive:
                 folder = folder / src.parent.relative_to(base)
-            target = str(folder / output_name(src, suffix or "", fmt))
+            own_folder = os.path.abspath(folder) == os.path.abspath(src.parent)
+            used_suffix = suffix if suffix is not None else (default_suffix if own_folder else "")
+            if used_suffix and base is not None and src.stem.endswith(used_suffix):
+                continue  # an output of an earlier run, found in the same folder
+            target = str(folder / f"{src.stem}{used_suffix}{output_suffix(src, fmt)}")
         key = os.path.normcase(os.path.abspath(target))
         problem = None
         if key in seen:
@@ -223,7 +223,7 @@ def _looks_like_folder(out: str) -> bool:
 
 def _fmt_of(target: str) -> str | None:
     ext = Path(target).suffix.lower().lstrip(".")
-    return ext if ext in WRITABLE_FORMATS else None
+    return ext if ext in FORMATS else None
 
 
 # -- running --------------------------------------------------------------------------
@@ -244,8 +244,10 @@ def decide(job: Job, on_exists: OnExists) -> Result | None:
         return Result(job.source, job.target, Status.FAILED, error=job.problem)
     if job.target == STDIO or not os.path.lexists(job.target):
         return None
-    if job.source != STDIO and _same_file(job.source, job.target) and on_exists is not OnExists.OVERWRITE:
-        return Result(job.source, job.target, Status.FAILED, error="output is the input itself; not overwritten")
+    if job.source != STDIO and _same_file(job.source, job.target):
+        return Result(
+            job.source, job.target, Status.FAILED, error="output is the input itself; inputs are never overwritten"
+        )
     if on_exists is OnExists.SKIP:
         return Result(job.source, job.target, Status.SKIPPED, error=f"{job.target} exists")
     if on_exists is OnExists.ERROR:
@@ -279,8 +281,11 @@ def run(
                 report.interrupted = True
                 break
             except BatchAbort as e:
-                report.results.extend(Result(j.source, None, Status.FAILED, error=str(e)) for j in jobs[index:])
                 report.aborted = str(e)
+                for rest in jobs[index:]:
+                    report.results.append(Result(rest.source, None, Status.FAILED, error=str(e), aborted=True))
+                    if on_result:
+                        on_result(report.results[-1])
                 break
             except Exception as e:  # one bad file never stops the batch
                 log.debug("%s failed", job.source, exc_info=True)

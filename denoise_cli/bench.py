@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
     nets: dict[str, nn.Module] = {}
     for name in args.models:
-        card = registry.card(name)
-        nets[name] = registry.build(card.arch, **{**card.arch_args, **_card_args(name)})
+        nets[name] = registry.build_from_card(name, _card(name))
     nets["dncnn-17x64 (reference)"] = dncnn_reference()
 
     print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.side}x{args.side}")
@@ -67,12 +66,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {gmacs:.0f} | {s['fp32']:.3f} | {s['bf16']:.3f} | {s['fp32'] / reference:.2f}x |")
 
 
-def _card_args(name: str) -> dict:
-    """Architecture arguments from the shipped card when present (else the defaults)."""
+def _card(name: str) -> dict:
+    """The shipped JSON card when present (else the architecture defaults are used)."""
     from .weights import WeightsError, read_card
 
     try:
-        return read_card(registry.card(name).weights_path).get("arch_args", {})
+        return read_card(registry.card(name).weights_path)
     except WeightsError:
         return {}
 

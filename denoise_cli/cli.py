@@ -30,7 +30,9 @@ class Console:
         self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.err.print(f"[red]denoise: error:[/red] {message}", markup=True, highlight=False)
+        from rich.text import Text
+
+        self.err.print(Text.assemble(("denoise: error:", "red"), " ", message))
 
     def note(self, message: str) -> None:
         if not self.quiet:
@@ -43,7 +45,7 @@ class Console:
             click.echo(result.output)
         elif result.status is Status.PLANNED:
             click.echo(f"{result.input} -> {result.output}")
-        if result.status is Status.FAILED:
+        if result.status is Status.FAILED and not result.aborted:
             self.error(f"{result.input}: {result.error}")
         elif result.status is Status.SKIPPED and self.verbose:
             self.note(f"skipped {result.input}: {result.error} ({result.output})")
@@ -65,7 +67,7 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every image subcommand."""
     options = [
-        click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
+        click.argument("inputs", nargs=-1, metavar="INPUT..."),
         click.option(
             "-o", "--output", "output", default=None, help="Output file (one input), folder, or - for stdout."
         ),
@@ -134,6 +136,9 @@ def run_task(task: Task, **opts: Any) -> None:
         console.error(f"'{task.name}' is not built yet: no model for this task ships in this version")
         sys.exit(ExitCode.USAGE)
 
+    if not opts["inputs"]:
+        raise click.UsageError("missing INPUT (files, folders, globs or - for stdin)")
+
     from . import batch, registry
 
     try:
@@ -142,6 +147,9 @@ def run_task(task: Task, **opts: Any) -> None:
         raise click.BadParameter(str(e), param_hint="--model") from None
     if card.task != task.name:
         raise click.BadParameter(f"model {model!r} is for '{card.task}', not '{task.name}'", param_hint="--model")
+    overlap = card.overlap if opts["overlap"] is None else opts["overlap"]
+    if opts["tile"] and overlap >= opts["tile"]:
+        raise click.BadParameter(f"the overlap ({overlap}) must be smaller than the tile", param_hint="--tile")
     try:
         jobs = batch.plan(
             list(opts["inputs"]),
@@ -166,6 +174,7 @@ def run_task(task: Task, **opts: Any) -> None:
 def _run_with_progress(
     task: Task, model: str, jobs: list, opts: dict[str, Any], console: Console, stdout_busy: bool
 ) -> Report:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from . import batch
@@ -200,7 +209,7 @@ def _run_with_progress(
 
     def on_start(job: batch.Job, index: int) -> None:
         name = "stdin" if job.source == STDIO else job.source
-        progress.update(files_bar, description=f"{task.name} {name}")
+        progress.update(files_bar, description=escape(f"{task.name} {name}"))
 
     def on_result(result: Result) -> None:
         progress.advance(files_bar)
@@ -232,7 +241,6 @@ def _make_command(task: Task) -> click.Command:
     def command(**opts: Any) -> None:
         run_task(task, **opts)
 
-    command.__doc__ = task.help
     return click.command(name=task.name, help=task.help)(command)
 
 
@@ -244,7 +252,8 @@ for _task in TASKS.values():
 @click.option("--json", "json_lines", is_flag=True, help="One JSON object per model.")
 def models_command(json_lines: bool) -> None:
     """List the models: task, parameters, MACs per megapixel, measured quality."""
-    from .registry import CARDS
+    from .flops import macs_per_megapixel
+    from .registry import CARDS, build_from_card
     from .weights import WeightsError, read_card
 
     rows = []
@@ -254,6 +263,10 @@ def models_command(json_lines: bool) -> None:
             status = "ok" if card.weights_path.is_file() else "weights missing"
         except WeightsError:
             meta, status = {}, "weights missing"
+        if status == "ok" and not meta.get("gmacs_per_mp"):
+            net = build_from_card(card.name, meta)
+            meta["params"] = sum(p.numel() for p in net.parameters())
+            meta["gmacs_per_mp"] = round(macs_per_megapixel(net) / 1e9, 2)
         rows.append(
             {
                 "name": card.name,
@@ -264,6 +277,7 @@ def models_command(json_lines: bool) -> None:
                 "steps": meta.get("steps"),
                 "status": status,
                 "summary": card.summary,
+                "paper": card.paper,
             }
         )
     if json_lines:
@@ -302,6 +316,7 @@ def models_command(json_lines: bool) -> None:
     help="AWGN levels (8-bit units); repeatable or space-separated.",
 )
 @click.option("--baseline", is_flag=True, help="Also score CBM3D (needs the optional `bm3d` package).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="CBM3D processes at once.")
 @click.option("--crop", type=int, default=None, help="Centre-crop every image to this size first.")
 @click.option("--limit", type=int, default=None, help="Only the first N images of each folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
@@ -322,6 +337,14 @@ def eval_command(
 
     setup_logging(False, False)
     err = Console(False, False, False)
+    if opts["save_metrics"] and (opts["crop"] or opts["limit"]):
+        raise click.UsageError("--save-metrics records whole-folder results only; drop --crop/--limit")
+    from .registry import UnknownModelError, card
+
+    try:
+        card(model)
+    except UnknownModelError as e:
+        raise click.BadParameter(str(e), param_hint="--model") from None
     try:
         enhancer = Enhancer(model, device=opts["device"], precision=opts["precision"], tile=opts["tile"])
     except (WeightsError, KeyError, RuntimeError, ValueError) as e:
@@ -332,7 +355,14 @@ def eval_command(
     for data in data_dirs:
         err.note(f"evaluating {model} ({enhancer.precision}) on {data} ...")
         rows += evaluate_model(
-            enhancer, model, Path(data), all_sigmas, crop=opts["crop"], limit=opts["limit"], baseline=opts["baseline"]
+            enhancer,
+            model,
+            Path(data),
+            all_sigmas,
+            crop=opts["crop"],
+            limit=opts["limit"],
+            baseline=opts["baseline"],
+            jobs=opts["jobs"],
         )
     if opts["json_lines"]:
         for r in rows:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from . import registry
 from .device import autocast, cpu_name, fastest_precision, pick_device, set_threads
@@ -73,8 +74,10 @@ class Enhancer:
             if self.torch_device.type == "cpu" and requested == "fp16":
                 raise ValueError("fp16 is not supported on the CPU; use fp32 or bf16")
             return requested
+        if self.torch_device.type == "cuda":
+            return "fp16"
         if self.torch_device.type != "cpu":
-            return fastest_precision(self.torch_device, lambda p: None)
+            return "fp32"
         drop = self.meta.get("metrics", {}).get("bf16_psnr_drop_db")
         if drop is None or drop > BF16_MAX_DROP_DB:
             return "fp32"
@@ -114,9 +117,25 @@ class Enhancer:
 
     @torch.inference_mode()
     def __call__(self, image: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """Enhance a (1, 3, H, W) float tensor in [0, 1]; the result is clamped to [0, 1]."""
+        """Enhance a (1, 3, H, W) float tensor in [0, 1]; the result is clamped to [0, 1].
+
+        When tiling, the image is padded to the card's ``tile_multiple`` and tile sides and
+        overlap are rounded up to it, so every tile sits on the same pixel grid phase as
+        the whole image (space-to-depth pyramids and kernel grids stay aligned).
+        """
         height, width = image.shape[-2:]
         tile = self.tile if self.tile is not None else self.auto_tile(height, width)
         self.facts["tile"] = tile
-        out = run_tiled(image, self._forward_checked, tile, self.overlap or 0, self.card.scale, progress)
-        return out.clamp_(0.0, 1.0)
+        if tile <= 0 or (tile >= height and tile >= width):
+            out = run_tiled(image, self._forward_checked, 0, 0, self.card.scale, progress)
+            return out.clamp_(0.0, 1.0)
+        m = self.card.tile_multiple
+        tile, overlap = _round_up(tile, m), _round_up(self.overlap or 0, m)
+        padded = F.pad(image, (0, -width % m, 0, -height % m), mode="replicate")
+        out = run_tiled(padded, self._forward_checked, tile, overlap, self.card.scale, progress)
+        s = self.card.scale
+        return out[..., : height * s, : width * s].clamp_(0.0, 1.0)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

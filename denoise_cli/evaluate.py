@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .imageio import read_image
 from .metrics import psnr, ssim
-from .training.data import list_images, load_rgb
+from .training.data import list_images
 
 BASELINE_TIMEOUT_S = 600
 
@@ -47,8 +48,9 @@ def quantize(t: torch.Tensor) -> torch.Tensor:
     return (t.clamp(0, 1) * 255.0).round() / 255.0
 
 
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255.0
+def load(path: Path) -> torch.Tensor:
+    """An image file as (1, 3, H, W) float in [0, 1] (orientation applied, any bit depth)."""
+    return torch.from_numpy(read_image(path).rgb.copy()).permute(2, 0, 1)[None]
 
 
 def noise_seed(name: str, sigma: float) -> int:
@@ -152,9 +154,13 @@ def evaluate_model(
     crop: int | None = None,
     limit: int | None = None,
     baseline: bool = False,
-    progress: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> list[EvalRow]:
-    """Score ``run`` (noisy (1,3,H,W) -> clean) on ``data``; sigma rows, or one row for pairs."""
+    """Score ``run`` (noisy (1,3,H,W) -> clean) on ``data``; sigma rows, or one row for pairs.
+
+    The CBM3D baseline sees exactly the same noisy inputs; ``jobs`` runs that many CBM3D
+    processes at once (each is single-threaded).
+    """
     rows: list[EvalRow] = []
     paired = list(pairs(data))
     if paired:
@@ -165,47 +171,71 @@ def evaluate_model(
         items = [(f.name, None, f) for f in (clean_files[:limit] if limit else clean_files)]
         settings = list(sigmas)
     for sigma in settings:
-        ours, base, noisy_score = Score(), Score(), Score()
-        t_ours = t_base = 0.0
+        cases = []
         for name, noisy_path, clean_path in items:
-            clean = center_crop(to_tensor(load_rgb(clean_path)), crop)
-            if sigma is None:
-                assert noisy_path is not None
-                noisy = center_crop(to_tensor(load_rgb(noisy_path)), crop)
+            clean = center_crop(load(clean_path), crop)
+            if noisy_path is not None:
+                noisy = center_crop(load(noisy_path), crop)
             else:
+                assert sigma is not None
                 noisy = add_noise(clean, sigma, noise_seed(name, sigma))
-            noisy_score.add(quantize(noisy), clean)
-            start = time.perf_counter()
-            ours.add(quantize(run(noisy)), clean)
-            t_ours += time.perf_counter() - start
-            if baseline:
-                arr = noisy[0].permute(1, 2, 0).numpy()
-                level = sigma if sigma is not None else estimate_sigma(arr)
-                start = time.perf_counter()
-                key = f"{data.name}-{name}-{'real' if sigma is None else f'{sigma:g}'}-{crop or 0}"
-                out = cbm3d(arr, level, key)
-                t_base += time.perf_counter() - start
-                if out is None:
-                    base.failed.append(name)
-                else:
-                    base.add(quantize(torch.from_numpy(out).permute(2, 0, 1)[None]), clean)
-            if progress:
-                progress(name)
+            cases.append((name, clean, noisy))
         setting = data.name if sigma is None else f"{data.name} sigma {sigma:g}"
+
+        noisy_score, ours = Score(), Score()
+        start = time.perf_counter()
+        for _, clean, noisy in cases:
+            noisy_score.add(quantize(noisy), clean)
+            ours.add(quantize(run(noisy)), clean)
         rows.append(EvalRow(setting, "input (noisy)", *noisy_score.mean(), len(noisy_score.psnr), 0.0))
-        rows.append(EvalRow(setting, method, *ours.mean(), len(ours.psnr), t_ours))
+        rows.append(EvalRow(setting, method, *ours.mean(), len(ours.psnr), time.perf_counter() - start))
         if baseline:
-            note = f"crashed on {', '.join(base.failed)}" if base.failed else ""
-            if sigma is None:
-                note = ("sigma estimated per image; " + note).strip("; ")
-            rows.append(EvalRow(setting, "CBM3D", *base.mean(), len(base.psnr), t_base, note))
+            rows.append(_baseline_row(cases, setting, data.name, sigma, crop, jobs))
     return rows
 
 
+def _baseline_row(
+    cases: list[tuple[str, torch.Tensor, torch.Tensor]],
+    setting: str,
+    data_name: str,
+    sigma: float | None,
+    crop: int | None,
+    jobs: int,
+) -> EvalRow:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(case: tuple[str, torch.Tensor, torch.Tensor]) -> np.ndarray | None:
+        name, _, noisy = case
+        arr = noisy[0].permute(1, 2, 0).numpy()
+        level = sigma if sigma is not None else estimate_sigma(arr)
+        key = f"{data_name}-{name}-{'real' if sigma is None else f'{sigma:g}'}-{crop or 0}"
+        return cbm3d(arr, level, key)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outputs = list(pool.map(one, cases))
+    score = Score()
+    for (name, clean, _), out in zip(cases, outputs, strict=True):
+        if out is None:
+            score.failed.append(name)
+        else:
+            score.add(quantize(torch.from_numpy(out).permute(2, 0, 1)[None]), clean)
+    notes = []
+    if sigma is None:
+        notes.append("sigma estimated per image")
+    if score.failed:
+        notes.append(f"CBM3D crashed on {', '.join(score.failed)}")
+    return EvalRow(setting, "CBM3D", *score.mean(), len(score.psnr), time.perf_counter() - start, "; ".join(notes))
+
+
 def save_metrics(enhancer: Any, rows: list[EvalRow], precision: str) -> None:
-    """Merge measured rows into the model's JSON card (per precision), with size facts."""
-    from . import weights
+    """Merge measured rows into the model's JSON card (per precision), with size facts.
+
+    Only whole-folder runs belong in the card: callers refuse ``--crop`` / ``--limit``.
+    """
+    from . import registry, weights
     from .flops import macs_per_megapixel
+    from .fsutil import atomic_write_bytes
 
     path = enhancer.weights_path or enhancer.card.weights_path
     card = weights.read_card(path)
@@ -225,6 +255,7 @@ def save_metrics(enhancer: Any, rows: list[EvalRow], precision: str) -> None:
     ours = {k: v for k, v in metrics.get("fp32", {}).items() if k.endswith(f"| {enhancer.name}")}
     headline = [f"{k.split(' | ')[0].replace('sigma ', 's')}: {v['psnr']:.2f}" for k, v in ours.items()]
     metrics["summary"] = ", ".join(headline[:4])
-    card["params"] = sum(p.numel() for p in enhancer.model.parameters())
-    card["gmacs_per_mp"] = round(macs_per_megapixel(enhancer.model.float().to("cpu")) / 1e9, 2)
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    fresh = registry.build_from_card(enhancer.name, card).eval()
+    card["params"] = sum(p.numel() for p in fresh.parameters())
+    card["gmacs_per_mp"] = round(macs_per_megapixel(fresh) / 1e9, 2)
+    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())

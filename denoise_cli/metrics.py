@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -27,7 +29,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, shave: int = 0, y_only: bool = False)
     """Peak signal-to-noise ratio in dB over the whole batch, peak 1.0."""
     a, b = _prepare(a, b, shave, y_only)
     mse = torch.mean((a - b) ** 2).item()
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(1.0 / mse)).item()
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:

@@ -93,11 +93,20 @@ def build(arch: str, **arch_args: Any) -> nn.Module:
     return cls(**arch_args)
 
 
+def build_from_card(name: str, meta: dict[str, Any]) -> nn.Module:
+    """The named architecture with the card's arguments (untrained); bad arguments are a WeightsError."""
+    c = card(name)
+    args = {**c.arch_args, **meta.get("arch_args", {})}
+    try:
+        return build(c.arch, **args)
+    except (TypeError, ValueError, KeyError) as e:
+        raise weights.WeightsError(f"{c.weights_path.with_suffix('.json')}: bad arch_args {args} ({e})") from None
+
+
 def load(name: str, weights_path: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The named model with its shipped (or given) weights, in eval mode, and its JSON card."""
-    c = card(name)
-    path = weights_path or c.weights_path
+    path = weights_path or card(name).weights_path
     meta = weights.read_card(path)
-    model = build(c.arch, **{**c.arch_args, **meta.get("arch_args", {})})
+    model = build_from_card(name, meta)
     weights.load_into(model, path)
     return model.eval(), meta

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -76,9 +77,50 @@ def test_on_exists_policies(tiny_weights: Path, images: Path, tmp_path: Path) ->
 def test_input_is_never_its_own_output(tiny_weights: Path, images: Path) -> None:
     src = images / "img0.png"
     before = src.read_bytes()
-    result = run("denoise", str(src), "-o", str(src), "--on-exists", "error")
+    result = run("denoise", str(src), "--suffix", "", "--on-exists", "overwrite")
     assert result.exit_code == 1
+    assert "output is the input itself" in result.stderr
     assert src.read_bytes() == before
+
+
+def test_output_folder_that_is_the_input_folder_keeps_the_suffix(tiny_weights: Path, images: Path) -> None:
+    result = run("denoise", str(images), "-o", str(images))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in images.glob("*_denoised.png")) == [f"img{i}_denoised.png" for i in range(3)]
+
+
+def test_a_folder_with_one_image_still_means_a_folder(tiny_weights: Path, tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    Image.fromarray(photo()).save(tmp_path / "one" / "a.png")
+    result = run("denoise", str(tmp_path / "one"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_plain_stdout_lists_only_written_paths(tiny_weights: Path, images: Path, tmp_path: Path) -> None:
+    result = run("denoise", str(images), "-o", str(tmp_path / "out"), "--format", "tif")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [str(tmp_path / "out" / f"img{i}.tif") for i in range(3)]
+    assert Image.open(tmp_path / "out" / "img0.tif").format == "TIFF"
+
+
+def test_stdout_takes_one_input_and_format_must_match(tiny_weights: Path, images: Path, tmp_path: Path) -> None:
+    assert run("denoise", str(images), "-o", "-").exit_code == 2
+    mismatch = run("denoise", str(images / "img0.png"), "-o", str(tmp_path / "x.png"), "--format", "jpg")
+    assert mismatch.exit_code == 2 and "does not match" in mismatch.stderr
+
+
+def test_tile_must_exceed_overlap(tiny_weights: Path, images: Path) -> None:
+    result = run("denoise", str(images), "--tile", "32", "--overlap", "32")
+    assert result.exit_code == 2 and "overlap" in result.stderr
+
+
+def test_rich_markup_in_file_names_is_printed_verbatim(tiny_weights: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "scan[b]x[red].png"
+    bad.write_bytes(b"not an image")
+    result = run("denoise", str(bad), "-o", str(tmp_path / "o.png"))
+    assert result.exit_code == 1
+    assert "scan[b]x[red].png" in result.stderr
 
 
 def test_recursive_mirrors_the_tree(tiny_weights: Path, tmp_path: Path) -> None:
@@ -172,8 +214,14 @@ def test_stdin_to_stdout_subprocess(tiny_weights: Path, images: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
-    assert proc.stdout.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(proc.stdout)).size == (64, 48)
     assert proc.stderr == b""
+
+
+def test_stdin_to_a_file(tiny_weights: Path, images: Path, tmp_path: Path) -> None:
+    result = run("denoise", "-", "-o", str(tmp_path / "o.webp"), input=(images / "img0.png").read_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(tmp_path / "o.webp").format == "WEBP"
 
 
 def test_glob_inputs_are_expanded_by_the_tool(tiny_weights: Path, images: Path, tmp_path: Path) -> None:
@@ -208,6 +256,9 @@ def test_models_lists_shipped_models_with_their_facts(tiny_weights: Path) -> Non
     assert result.exit_code == 0
     rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
     assert rows["mallenet"]["task"] == "denoise" and rows["mallenet"]["status"] == "ok"
+    assert rows["mallenet"]["params"] > 1000 and rows["mallenet"]["gmacs_per_mp"] > 0.1
+    table = run("models")
+    assert table.exit_code == 0 and "mallenet" in table.stdout and "denoise" in table.stdout
 
 
 def test_eval_scores_a_folder_and_saves_metrics(tiny_weights: Path, images: Path) -> None:

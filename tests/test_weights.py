@@ -61,6 +61,22 @@ def test_precision_auto_stays_fp32_without_a_measured_bf16_drop(tiny_weights: Pa
     assert Enhancer("mallenet", device="cpu").precision == "fp32"
 
 
+@pytest.mark.parametrize(
+    ("drop", "faster", "expected"), [(0.01, "bf16", "bf16"), (0.01, "fp32", "fp32"), (0.3, "bf16", "fp32")]
+)
+def test_precision_auto_takes_bf16_only_when_measured_faster_and_good(
+    tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, drop: float, faster: str, expected: str
+) -> None:
+    from denoise_cli import engine
+
+    card_path = tiny_weights / "mallenet.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"] = {"bf16_psnr_drop_db": drop}
+    card_path.write_text(json.dumps(card))
+    monkeypatch.setattr(engine, "fastest_precision", lambda device, run: faster)
+    assert Enhancer("mallenet", device="cpu").precision == expected
+
+
 def test_fp16_on_cpu_is_refused(tiny_weights: Path) -> None:
     with pytest.raises(ValueError, match="fp16"):
         Enhancer("mallenet", device="cpu", precision="fp16")

@@ -26,7 +26,8 @@ def split_holdout(files: list[Path], count: int) -> tuple[list[Path], list[Path]
         return files, []
     step = max(1, len(files) // count)
     held = files[::step][:count]
-    kept = [f for f in files if f not in set(held)]
+    held_set = set(held)
+    kept = [f for f in files if f not in held_set]
     return kept, held
 
 

@@ -178,7 +178,7 @@ class Trainer:
             "trained_on": cpu_name(),
             "precision": self.precision,
             "recipe": self.recipe.describe(),
-            "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "params": sum(p.numel() for p in self.ema.parameters()),
             "monitor_psnr": {k: round(v, 3) for k, v in self.monitor().items()},
         }
