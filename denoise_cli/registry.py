@@ -27,6 +27,7 @@ def weights_dir() -> Path:
 
 ARCHITECTURES: dict[str, str] = {
     "mallenet": "denoise_cli.models.mallenet:MalleNet",
+    "drn": "denoise_cli.models.drn:DRN",  # no card yet: trained in the super-resolution issue
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -18,3 +20,51 @@ def add_gaussian_noise(
     sigma = sigma / 255.0
     noise = torch.randn(clean.shape, generator=generator) * sigma
     return clean + noise, sigma.flatten()
+
+
+def _cubic(x: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic convolution kernel with a = -0.5 (MATLAB's ``imresize`` bicubic)."""
+    ax = x.abs()
+    ax2, ax3 = ax * ax, ax * ax * ax
+    near = (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1)
+    far = (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2))
+    return near + far
+
+
+def _resize_weights(in_len: int, out_len: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out_len, taps) weights and source indices along one axis, as MATLAB computes them.
+
+    Down-scaling widens the kernel by 1/scale (antialiasing). Source indices that fall
+    outside the axis are mirrored ("symmetric" padding: ... 2 1 | 1 2 3 ... n | n n-1 ...).
+    """
+    kernel_scale = min(scale, 1.0)
+    width = 4.0 / kernel_scale
+    x = torch.arange(1, out_len + 1, dtype=torch.float64)
+    u = x / scale + 0.5 * (1.0 - 1.0 / scale)  # output pixel centre in 1-based input coordinates
+    left = torch.floor(u - width / 2)
+    taps = math.ceil(width) + 2
+    index = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]  # 1-based
+    weights = kernel_scale * _cubic((u[:, None] - index) * kernel_scale)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    zero_based = index.long() - 1
+    period = 2 * in_len
+    wrapped = zero_based % period
+    mirrored = torch.where(wrapped < in_len, wrapped, period - 1 - wrapped)
+    return weights, mirrored
+
+
+def imresize(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """MATLAB-compatible bicubic ``imresize`` (antialiased when shrinking) of (..., H, W).
+
+    The output side is ``ceil(side * scale)``; rows are resized first, then columns, in
+    float64, like MATLAB for equal scale factors. No clipping.
+    """
+    out = image.double()
+    for dim in (-2, -1):
+        in_len = out.shape[dim]
+        out_len = math.ceil(in_len * scale)
+        weights, index = _resize_weights(in_len, out_len, scale)
+        moved = out.movedim(dim, -1)  # (..., in_len)
+        gathered = moved[..., index]  # (..., out_len, taps)
+        out = (gathered * weights).sum(dim=-1).movedim(-1, dim)
+    return out.to(image.dtype)
