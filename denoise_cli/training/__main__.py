@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, default=None, help="start from shipped .safetensors weights")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--export-only", action="store_true", help="export the checkpoint's best weights and stop")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -35,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(recipe, args.out or Path("runs") / args.recipe, args.data, args.seed)
     if not trainer.resume() and args.init:
         trainer.init_from(args.init)
-    trainer.pick_precision(args.precision)
+    trainer.pick_precision("fp32" if args.export_only else args.precision)
+    if args.export_only:
+        trainer.export(trainer.out_dir / f"{recipe.model}.safetensors")
+        return 0
     trainer.run(max_minutes=args.minutes)
     return 0
 

@@ -155,17 +155,32 @@ class Trainer:
         return loss
 
     @torch.no_grad()
-    def monitor(self) -> dict[str, float]:
-        """PSNR of the EMA model on the held-out crops, one fixed seed per degradation."""
+    def monitor(self, model: nn.Module | None = None) -> dict[str, float]:
+        """PSNR of ``model`` (default: the EMA) on the held-out crops, one fixed seed per degradation."""
         if self.monitor_clean is None:
             return {}
+        model = self.ema if model is None else model
+        was_training = model.training
+        model.eval()
         scores = {}
         for name, degrade in self.recipe.monitor.items():
             inputs, target = degrade(self.monitor_clean, torch.Generator().manual_seed(1234))
             with autocast(self.device, self.precision):
-                output = self.ema(inputs.contiguous(memory_format=torch.channels_last))
+                output = model(inputs.contiguous(memory_format=torch.channels_last))
             scores[name] = psnr(output.float().clamp(0, 1), target)
+        model.train(was_training)
         return scores
+
+    def best_weights(self) -> tuple[str, nn.Module, dict[str, float]]:
+        """The EMA or the raw weights, whichever scores higher on the held-out crops.
+
+        The EMA usually wins once the learning rate has decayed; while it is still high
+        the average of a fast-moving trajectory can trail the raw weights by a decibel or more.
+        """
+        ema, raw = self.monitor(self.ema), self.monitor(self.model)
+        if raw and sum(raw.values()) > sum(ema.values()):
+            return "raw", self.model, raw
+        return "ema", self.ema, ema
 
     # -- export ----------------------------------------------------------------------
     def export(self, path: Path, extra: dict[str, Any] | None = None) -> None:
@@ -179,15 +194,17 @@ class Trainer:
             "precision": self.precision,
             "recipe": self.recipe.describe(),
             "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "params": sum(p.numel() for p in self.ema.parameters()),
-            "monitor_psnr": {k: round(v, 3) for k, v in self.monitor().items()},
         }
+        which, model, scores = self.best_weights()
+        card["params"] = sum(p.numel() for p in model.parameters())
+        card["weights"] = f"{which} (higher held-out PSNR than the {'raw' if which == 'ema' else 'EMA'} weights)"
+        card["monitor_psnr"] = {k: round(v, 3) for k, v in scores.items()}
         if path.with_suffix(".json").exists():  # keep measured metrics of an earlier export
             old = weights.read_card(path)
             card = {**{k: v for k, v in old.items() if k in ("metrics", "why")}, **card}
         card.update(extra or {})
-        weights.save(self.ema, path, card)
-        log.info("exported %s (step %d)", path, self.step)
+        weights.save(model, path, card)
+        log.info("exported %s weights to %s (step %d)", which, path, self.step)
 
     def run(
         self,
@@ -215,8 +232,10 @@ class Trainer:
                 )
                 losses.clear()
             if self.step % monitor_every == 0:
-                scores = self.monitor()
-                log.info("step %d  held-out PSNR  %s", self.step, "  ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+                for label, net in (("ema", self.ema), ("raw", self.model)):
+                    scores = self.monitor(net)
+                    shown = "  ".join(f"{k} {v:.2f}" for k, v in scores.items())
+                    log.info("step %d  held-out PSNR (%s)  %s", self.step, label, shown)
             if now - last_checkpoint > checkpoint_minutes * 60:
                 self.save_checkpoint()
                 self.export(self.out_dir / f"{self.recipe.model}.safetensors")

@@ -68,6 +68,13 @@ RECIPES: dict[str, Recipe] = {
         batch=16,
         steps=9000,
         lr=5e-4,
-        notes=["blind AWGN, sigma uniform in [0, 55] per patch, not clipped"],
+        notes=[
+            "blind AWGN, sigma uniform in [0, 55] per patch, not clipped",
+            "width: 16 channels at full resolution, 32 at H/2, 64 at H/4, 128 at H/8. On a CPU the"
+            " full-resolution passes are memory-bound: with 32 full-resolution channels the"
+            " slice-and-conv alone took ~45% of the run time, so full resolution only fuses, applies"
+            " one 3x3 MalleConv and predicts the noise (67 GMACs/MP against 556 for DnCNN).",
+            "upsampling between levels is depth-to-space (1x1 conv + pixel shuffle), not bilinear",
+        ],
     ),
 }
