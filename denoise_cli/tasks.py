@@ -30,7 +30,16 @@ class Task:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        Task("denoise", "mallenet", "_denoised", "Remove noise from photos."),
+        Task(
+            "denoise",
+            "mallenet",
+            "_denoised",
+            "Remove noise from photos.\n\n"
+            "\b\nExamples:\n"
+            "  denoise denoise photo.jpg              # writes photo_denoised.jpg\n"
+            "  denoise denoise shots/ -r -o clean/    # a folder tree into clean/\n"
+            "  denoise denoise - -o - < in.png > out.png",
+        ),
         Task("sr", None, "_sr", "Upscale images (super-resolution)."),
         Task("raw2rgb", None, "_rgb", "Convert camera RAW files to RGB with a learned pipeline."),
         Task("demosaic", None, "_demosaic", "Demosaick Bayer mosaics."),
