@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(recipe, args.out or Path("runs") / args.recipe, args.data, args.seed)
     if not trainer.resume() and args.init:
         trainer.init_from(args.init)
-    trainer.pick_precision("fp32" if args.export_only else args.precision)
     if args.export_only:
         trainer.export(trainer.out_dir / f"{recipe.model}.safetensors")
         return 0
+    trainer.pick_precision(args.precision)
     trainer.run(max_minutes=args.minutes)
     return 0
 

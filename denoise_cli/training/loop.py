@@ -95,6 +95,7 @@ class Trainer:
             "seconds": self.seconds,
             "generator": self.generator.get_state(),
             "sampler": self.sampler.rng.bit_generator.state,
+            "precision": self.precision,
         }
         tmp = self.checkpoint_path.with_suffix(".part")
         torch.save(state, tmp)
@@ -111,6 +112,7 @@ class Trainer:
         self.step, self.seconds = state["step"], state["seconds"]
         self.generator.set_state(state["generator"])
         self.sampler.rng.bit_generator.state = state["sampler"]
+        self.precision = state.get("precision", self.precision)
         log.info("resumed %s at step %d", self.checkpoint_path, self.step)
         return True
 
