@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         recipe.steps = args.steps
     trainer = Trainer(recipe, args.out or Path("runs") / args.recipe, args.data, args.seed)
+    if args.precision != "auto":
+        trainer.precision = args.precision  # a checkpoint that records its precision overrides this
     if not trainer.resume() and args.init:
         trainer.init_from(args.init)
     if args.export_only:
