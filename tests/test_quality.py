@@ -1,7 +1,9 @@
 """Quality regression of the shipped weights on small crops of the validation data.
 
-Bars are relative to what the same run measures for the noisy input and for a classical
-Gaussian-blur denoiser (best of several widths), so they follow the data, not a stored number.
+Two kinds of bar: margins over what the same run measures for the noisy input and for a
+classical Gaussian-blur denoiser (best of several widths), and the PSNR the shipped weights
+gave on these crops when they were committed (minus 0.15 dB), so a worse model or a broken
+pipeline fails while better weights pass.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.conv2d(padded, g, groups=3), g.transpose(-1, -2), groups=3)
 
 
+# Mean PSNR of weights/mallenet.safetensors (step 9000) on these two crops, measured on
+# 2026-11-27 with this file's own computation.
+COMMITTED = {25.0: 28.31, 50.0: 25.30}
+MARGIN_OVER_NOISY = {25.0: 7.0, 50.0: 9.5}
+
+
 @pytest.mark.parametrize("sigma", [25.0, 50.0])
 def test_shipped_mallenet_beats_noise_and_blur_on_two_val_crops(sigma: float) -> None:
     enhancer = Enhancer("mallenet", device="cpu", precision="fp32", tile=0)
@@ -47,5 +55,6 @@ def test_shipped_mallenet_beats_noise_and_blur_on_two_val_crops(sigma: float) ->
         noisy_db.append(psnr(quantize(noisy), clean))
         blur_db.append(max(psnr(quantize(gaussian_blur(noisy, s)), clean) for s in (0.8, 1.2, 1.6, 2.0)))
     mean = sum(ours) / len(ours)
-    assert mean > sum(noisy_db) / 2 + (8.0 if sigma == 25 else 10.0)
+    assert mean > sum(noisy_db) / 2 + MARGIN_OVER_NOISY[sigma]
     assert mean > sum(blur_db) / 2 + 2.0
+    assert mean > COMMITTED[sigma] - 0.15
