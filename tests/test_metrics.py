@@ -9,7 +9,7 @@ from denoise_cli.metrics import _gaussian_1d, psnr, rgb_to_y, ssim
 
 def test_psnr_of_a_known_error() -> None:
     a = torch.full((1, 3, 8, 8), 0.5)
-    assert psnr(a + 0.1, a) == pytest.approx(20.0, abs=1e-6)
+    assert psnr(a + 0.1, a) == pytest.approx(20.0, abs=1e-4)  # float32 input
     assert psnr(a, a) == float("inf")
     b = a.clone()
     b[..., :2, :] += 0.5  # only the border rows differ
