@@ -45,7 +45,8 @@ class ModelCard:
     scale: int = 1
     """Output size / input size."""
     overlap: int = 32
-    """Tile overlap in input pixels that makes tiled output match whole-image output."""
+    """Tile overlap in input pixels: exact tiling for nets whose receptive-field radius is at most
+    overlap / 4; seam-free blending otherwise (MalleNet: its kernel predictor sees the whole tile)."""
     tile_multiple: int = 1
     """Tile sides are rounded to a multiple of this."""
     memory_per_pixel: int = 2000
