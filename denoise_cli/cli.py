@@ -252,7 +252,7 @@ for _task in TASKS.values():
 @click.option("--json", "json_lines", is_flag=True, help="One JSON object per model.")
 def models_command(json_lines: bool) -> None:
     """List the models: task, parameters, MACs per megapixel, measured quality."""
-    from .flops import macs_per_megapixel
+    from .flops import size_facts
     from .registry import CARDS, build_from_card
     from .weights import WeightsError, read_card
 
@@ -265,8 +265,7 @@ def models_command(json_lines: bool) -> None:
             meta, status = {}, "weights missing"
         if status == "ok" and not meta.get("gmacs_per_mp"):
             net = build_from_card(card.name, meta)
-            meta["params"] = sum(p.numel() for p in net.parameters())
-            meta["gmacs_per_mp"] = round(macs_per_megapixel(net) / 1e9, 2)
+            meta.update(size_facts(net))
         rows.append(
             {
                 "name": card.name,

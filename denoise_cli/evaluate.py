@@ -234,7 +234,7 @@ def save_metrics(enhancer: Any, rows: list[EvalRow], precision: str) -> None:
     Only whole-folder runs belong in the card: callers refuse ``--crop`` / ``--limit``.
     """
     from . import registry, weights
-    from .flops import macs_per_megapixel
+    from .flops import size_facts
     from .fsutil import atomic_write_bytes
 
     path = enhancer.weights_path or enhancer.card.weights_path
@@ -256,6 +256,5 @@ def save_metrics(enhancer: Any, rows: list[EvalRow], precision: str) -> None:
     headline = [f"{k.split(' | ')[0].replace('sigma ', 's')}: {v['psnr']:.2f}" for k, v in ours.items()]
     metrics["summary"] = ", ".join(headline[:4])
     fresh = registry.build_from_card(enhancer.name, card).eval()
-    card["params"] = sum(p.numel() for p in fresh.parameters())
-    card["gmacs_per_mp"] = round(macs_per_megapixel(fresh) / 1e9, 2)
+    card.update(size_facts(fresh))
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())

@@ -38,3 +38,11 @@ def count_macs(model: nn.Module, height: int = 256, width: int = 256, channels: 
 
 def macs_per_megapixel(model: nn.Module, side: int = 256) -> float:
     return count_macs(model, side, side) * 1e6 / (side * side)
+
+
+def size_facts(model: nn.Module) -> dict[str, float]:
+    """The card's size fields: parameter count and GMACs per megapixel."""
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "gmacs_per_mp": round(macs_per_megapixel(model) / 1e9, 2),
+    }
