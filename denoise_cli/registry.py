@@ -27,7 +27,8 @@ def weights_dir() -> Path:
 
 ARCHITECTURES: dict[str, str] = {
     "mallenet": "denoise_cli.models.mallenet:MalleNet",
-    "drn": "denoise_cli.models.drn:DRN",  # no card yet: trained in the super-resolution issue
+    "drn": "denoise_cli.models.drn:DRN",
+    "drn-dual": "denoise_cli.models.drn:DualNet",  # training only: the dual regression companion
 }
 
 

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from denoise_cli import registry
 from denoise_cli.training.data import split_holdout
+from denoise_cli.training.degrade import imresize
 from denoise_cli.training.loop import Trainer, lr_at
-from denoise_cli.training.recipes import RECIPES
+from denoise_cli.training.objectives import dual_regression, scale_pyramid
+from denoise_cli.training.recipes import RECIPES, bicubic_down
 
 from .conftest import TINY_ARCH, photo
 
@@ -70,3 +73,65 @@ def test_holdout_is_disjoint_from_training_files() -> None:
     files = [Path(f"{i}.png") for i in range(40)]
     kept, held = split_holdout(files, 5)
     assert len(held) == 5 and not set(kept) & set(held) and len(kept) + len(held) == 40
+
+
+def tiny_drn_recipe(steps: int):
+    return dataclasses.replace(
+        RECIPES["drn-x4"],
+        arch_args={"scale": 4, "channels": 4, "blocks": 1},
+        companion=("drn-dual", {"scale": 4, "channels": 4}),
+        train_dirs=["train/synthetic"],
+        patch=32,
+        batch=2,
+        steps=steps,
+        warmup=1,
+        holdout=0,
+    )
+
+
+def test_dual_regression_trains_the_dual_nets_and_resumes_them(tmp_path: Path, data_root: Path) -> None:
+    out = tmp_path / "run"
+    trainer = Trainer(tiny_drn_recipe(3), out, data_root)
+    before = [p.detach().clone() for p in trainer.companion.parameters()]
+    trainer.run()
+    after = list(trainer.companion.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    again = Trainer(tiny_drn_recipe(3), out, data_root)
+    assert again.resume()
+    assert all(torch.equal(a, b) for a, b in zip(after, again.companion.parameters(), strict=True))
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert set(saved["model"]) == set(trainer.model.state_dict())  # the duals are not in the model weights
+
+
+def test_scale_pyramid_runs_from_the_input_to_the_target() -> None:
+    target = torch.rand(2, 3, 32, 48)
+    inputs = bicubic_down(4)(target, torch.Generator())[0]
+    levels = scale_pyramid(inputs, target, 3)
+    assert [t.shape[-2:] for t in levels] == [(8, 12), (16, 24), (32, 48)]
+    assert levels[0] is inputs and levels[-1] is target
+    assert torch.allclose(levels[1], imresize(target, 0.5).float())
+
+
+def test_bicubic_down_stores_8_bit_lr_images() -> None:
+    hr = torch.rand(1, 3, 16, 16)
+    lr, target = bicubic_down(2)(hr, torch.Generator())
+    assert lr.shape == (1, 3, 8, 8) and target is hr
+    assert torch.equal(lr, (lr * 255).round() / 255) and lr.min() >= 0 and lr.max() <= 1
+    assert (lr - imresize(hr, 0.5).float()).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_dual_regression_weighs_the_dual_term_by_a_tenth() -> None:
+    torch.manual_seed(0)
+    model, dual = registry.build("drn", scale=2, channels=4, blocks=1), registry.build("drn-dual", scale=2, channels=4)
+    hr = torch.rand(1, 3, 16, 16)
+    lr, _ = bicubic_down(2)(hr, torch.Generator())
+    total = dual_regression(model, dual, lr, hr, F.l1_loss)
+    outs = model.forward_all(lr)
+    primal = F.l1_loss(outs[0], lr) + F.l1_loss(outs[1], hr)
+    assert total.item() == pytest.approx((primal + 0.1 * F.l1_loss(dual(outs)[0], lr)).item(), rel=1e-5)
+
+
+def test_warm_restart_ramps_the_learning_rate_up_again() -> None:
+    recipe = tiny_recipe(100)  # warm-up of 2 steps
+    assert lr_at(50, recipe, restart=50) == pytest.approx(lr_at(50, recipe) / 2)
+    assert lr_at(52, recipe, restart=50) == lr_at(52, recipe)

@@ -17,34 +17,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import registry, weights
 from ..device import autocast, cpu_name, fastest_precision, set_threads
 from ..metrics import psnr
 from .data import PatchSampler, center_crops, list_images, load_rgb, split_holdout
+from .objectives import OBJECTIVES, pixel_loss
 from .recipes import SHARED_DATA, Recipe
 
 log = logging.getLogger("denoise.train")
 
 
-def lr_at(step: int, recipe: Recipe) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``min_lr`` at ``steps``."""
+def lr_at(step: int, recipe: Recipe, restart: int | None = None) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``min_lr`` at ``steps``.
+
+    ``restart`` is the step a warm restart began at (weights kept, fresh optimizer): the
+    learning rate ramps up again over ``warmup`` steps so Adam's new moments can settle.
+    """
     if step < recipe.warmup:
         return recipe.lr * (step + 1) / recipe.warmup
     progress = min(1.0, (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup))
-    return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def loss_fn(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if name == "l1":
-        return F.l1_loss(output, target)
-    if name == "charbonnier":
-        return torch.sqrt((output - target) ** 2 + 1e-6).mean()
-    if name == "l2":
-        return F.mse_loss(output, target)
-    raise ValueError(f"unknown loss {name!r}")
+    lr = recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * progress))
+    if restart is not None and step - restart < recipe.warmup:
+        lr *= (step - restart + 1) / recipe.warmup
+    return lr
 
 
 @torch.no_grad()
@@ -68,9 +65,18 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=recipe.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        # A training-only network the objective needs (DRN's dual nets); it is not exported.
+        self.companion = None
+        if recipe.companion:
+            arch, args = recipe.companion
+            self.companion = registry.build(arch, **args).to(memory_format=torch.channels_last)
+        self.objective = OBJECTIVES[recipe.objective]
+        self.loss = pixel_loss(recipe.loss)
+        params = list(self.model.parameters()) + (list(self.companion.parameters()) if self.companion else [])
+        self.opt = torch.optim.AdamW(params, lr=recipe.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
+        self.restart: int | None = None
         self.seconds = 0.0
         self.precision = "fp32"
 
@@ -90,8 +96,10 @@ class Trainer:
         state = {
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
+            "companion": self.companion.state_dict() if self.companion else None,
             "opt": self.opt.state_dict(),
             "step": self.step,
+            "restart": self.restart,
             "seconds": self.seconds,
             "generator": self.generator.get_state(),
             "sampler": self.sampler.rng.bit_generator.state,
@@ -108,8 +116,11 @@ class Trainer:
         state = torch.load(self.checkpoint_path, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+        if self.companion is not None:
+            self.companion.load_state_dict(state["companion"])
         self.opt.load_state_dict(state["opt"])
         self.step, self.seconds = state["step"], state["seconds"]
+        self.restart = state.get("restart")
         self.generator.set_state(state["generator"])
         self.sampler.rng.bit_generator.state = state["sampler"]
         self.precision = state.get("precision", self.precision)
@@ -120,7 +131,9 @@ class Trainer:
         """Start from shipped weights (EMA only, no optimizer state): a warm restart."""
         weights.load_into(self.model, path)
         weights.load_into(self.ema, path)
-        self.step = int(weights.read_card(path).get("steps", 0))
+        card = weights.read_card(path)
+        self.step = self.restart = int(card.get("steps", 0))
+        self.seconds = float(card.get("train_seconds", 0))
         log.info("initialised from %s (step %d)", path, self.step)
 
     # -- steps -----------------------------------------------------------------------
@@ -129,8 +142,7 @@ class Trainer:
         inputs, target = self.recipe.degrade(clean, self.generator)
         inputs = inputs.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, precision):
-            output = self.model(inputs)
-        loss = loss_fn(self.recipe.loss, output.float(), target)
+            loss = self.objective(self.model, self.companion, inputs, target, self.loss)
         loss.backward()
         return loss.item()
 
@@ -147,9 +159,9 @@ class Trainer:
 
     def train_step(self) -> float:
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.step, self.recipe)
+            group["lr"] = lr_at(self.step, self.recipe, self.restart)
         loss = self._forward_backward(self.precision)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.5)
+        torch.nn.utils.clip_grad_norm_(self.opt.param_groups[0]["params"], 0.5)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         update_ema(self.ema, self.model, self.recipe.ema if self.step > self.recipe.warmup else 0.0)
@@ -229,7 +241,7 @@ class Trainer:
                     "step %d  loss %.5f  lr %.2e  %.2f s/step",
                     self.step,
                     sum(losses) / len(losses),
-                    lr_at(self.step, self.recipe),
+                    lr_at(self.step, self.recipe, self.restart),
                     self.seconds / max(1, self.step),
                 )
                 losses.clear()

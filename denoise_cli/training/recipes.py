@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .degrade import add_gaussian_noise
+from .degrade import add_gaussian_noise, imresize
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -21,6 +21,16 @@ def awgn(sigma_range: tuple[float, float]) -> Degrade:
     def degrade(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         noisy, _ = add_gaussian_noise(clean, sigma_range, generator)
         return noisy, clean
+
+    return degrade
+
+
+def bicubic_down(scale: int) -> Degrade:
+    """The super-resolution protocol: MATLAB-style bicubic shrink, stored as 8-bit like an LR file."""
+
+    def degrade(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        small = imresize(clean, 1.0 / scale).float()
+        return small.clamp_(0.0, 1.0).mul_(255.0).round_().div_(255.0), clean
 
     return degrade
 
@@ -44,6 +54,10 @@ class Recipe:
     warmup: int = 500
     ema: float = 0.999
     loss: str = "l1"
+    objective: str = "restore"
+    """Key in objectives.OBJECTIVES."""
+    companion: tuple[str, dict[str, Any]] | None = None
+    """(architecture, arguments) of a training-only network the objective uses, e.g. DRN's duals."""
     holdout: int = 12
     """Training images kept apart for the monitoring curve."""
     notes: list[str] = field(default_factory=list)
@@ -54,6 +68,20 @@ class Recipe:
         out = {k: v for k, v in asdict(self).items() if k not in skip}
         out["monitor"] = list(self.monitor)
         return out
+
+
+def drn_recipe(scale: int, channels: int, blocks: int, **schedule: Any) -> Recipe:
+    return Recipe(
+        model=f"drn-x{scale}",
+        arch="drn",
+        arch_args={"scale": scale, "channels": channels, "blocks": blocks},
+        train_dirs=["train/bsds400", "train/t91"],
+        degrade=bicubic_down(scale),
+        monitor={f"x{scale}": bicubic_down(scale)},
+        objective="dual_regression",
+        companion=("drn-dual", {"scale": scale, "channels": channels}),
+        **schedule,
+    )
 
 
 RECIPES: dict[str, Recipe] = {
@@ -77,4 +105,8 @@ RECIPES: dict[str, Recipe] = {
             "upsampling between levels is depth-to-space (1x1 conv + pixel shuffle), not bilinear",
         ],
     ),
+    # DRN-S is 4.8 M parameters and 110 GMACs at a 96x96 LR input: far beyond a CPU budget.
+    # The same design, narrower: fewer RCABs per up stage, same head width.
+    "drn-x4": drn_recipe(4, channels=16, blocks=4, patch=128, batch=16, steps=12000, lr=3e-4),
+    "drn-x2": drn_recipe(2, channels=32, blocks=8, patch=96, batch=16, steps=12000, lr=3e-4),
 }
