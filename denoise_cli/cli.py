@@ -142,9 +142,10 @@ def run_task(task: Task, **opts: Any) -> None:
     from . import batch, registry
 
     try:
-        card = registry.card(model)
-    except registry.UnknownModelError as e:
+        model = registry.resolve(model, opts.get("scale"))
+    except (registry.UnknownModelError, ValueError) as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
+    card = registry.card(model)
     if card.task != task.name:
         raise click.BadParameter(f"model {model!r} is for '{card.task}', not '{task.name}'", param_hint="--model")
     overlap = card.overlap if opts["overlap"] is None else opts["overlap"]
@@ -241,6 +242,15 @@ def _make_command(task: Task) -> click.Command:
     def command(**opts: Any) -> None:
         run_task(task, **opts)
 
+    if task.scales:
+        command = click.option(
+            "--scale",
+            type=click.Choice([str(s) for s in task.scales]),
+            default=str(task.scales[-1]),
+            show_default=True,
+            callback=lambda _ctx, _param, value: int(value),
+            help="Up-scaling factor; the output is exactly this times the input size.",
+        )(command)
     return click.command(name=task.name, help=task.help)(command)
 
 
@@ -314,6 +324,9 @@ def models_command(json_lines: bool) -> None:
     show_default=True,
     help="AWGN levels (8-bit units); repeatable or space-separated.",
 )
+@click.option(
+    "--scale", type=click.Choice(["2", "4"]), default=None, help="Super-resolution: the factor (picks NAME-xS)."
+)
 @click.option("--baseline", is_flag=True, help="Also score CBM3D (needs the optional `bm3d` package).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="CBM3D processes at once.")
 @click.option("--crop", type=int, default=None, help="Centre-crop every image to this size first.")
@@ -327,23 +340,28 @@ def models_command(json_lines: bool) -> None:
 def eval_command(
     model: str, data_dirs: tuple[str, ...], sigmas: tuple[float, ...], extra_sigmas: tuple[float, ...], **opts: Any
 ) -> None:
-    """Score a model on a folder with PSNR/SSIM (RGB, 8-bit outputs, fixed-seed noise)."""
+    """Score a model on a folder with PSNR/SSIM.
+
+    Denoisers: RGB, 8-bit outputs, fixed-seed AWGN (or noisy/clean pairs), CBM3D with
+    --baseline. Super-resolution: Y channel with the scale shaved, beside bicubic.
+    """
     from pathlib import Path
 
     from .engine import Enhancer
-    from .evaluate import evaluate_model
+    from .evaluate import evaluate_model, evaluate_sr
     from .weights import WeightsError
 
     setup_logging(False, False)
     err = Console(False, False, False)
     if opts["save_metrics"] and (opts["crop"] or opts["limit"]):
         raise click.UsageError("--save-metrics records whole-folder results only; drop --crop/--limit")
-    from .registry import UnknownModelError, card
+    from .registry import UnknownModelError, card, resolve
 
     try:
-        card(model)
-    except UnknownModelError as e:
+        model = resolve(model, int(opts["scale"]) if opts["scale"] else None)
+    except (UnknownModelError, ValueError) as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
+    scale = card(model).scale
     try:
         enhancer = Enhancer(model, device=opts["device"], precision=opts["precision"], tile=opts["tile"])
     except (WeightsError, KeyError, RuntimeError, ValueError) as e:
@@ -353,6 +371,9 @@ def eval_command(
     rows = []
     for data in data_dirs:
         err.note(f"evaluating {model} ({enhancer.precision}) on {data} ...")
+        if scale > 1:
+            rows += evaluate_sr(enhancer, model, Path(data), scale, crop=opts["crop"], limit=opts["limit"])
+            continue
         rows += evaluate_model(
             enhancer,
             model,

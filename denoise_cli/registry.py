@@ -89,6 +89,23 @@ def card(name: str) -> ModelCard:
         raise UnknownModelError(name) from None
 
 
+def resolve(name: str, scale: int | None = None) -> str:
+    """The card a ``--model NAME [--scale S]`` pair means: ``NAME-xS`` if that exists, else NAME.
+
+    An unknown name is an UnknownModelError; a model of another scale is a ValueError.
+    """
+    if scale and f"{name}-x{scale}" in CARDS:
+        return f"{name}-x{scale}"
+    family = sorted(c.scale for c in CARDS.values() if c.name == f"{name}-x{c.scale}")
+    if family:
+        shown = ", ".join(f"x{s}" for s in family)
+        raise ValueError(f"model {name!r} comes in {shown}, not x{scale}" if scale else f"{name!r} needs --scale")
+    found = card(name)
+    if scale and found.scale != scale:
+        raise ValueError(f"model {name!r} works at x{found.scale}, not x{scale}")
+    return name
+
+
 def build(arch: str, **arch_args: Any) -> nn.Module:
     """Instantiate an architecture by key, importing its module on first use."""
     module_name, _, class_name = ARCHITECTURES[arch].partition(":")

@@ -25,6 +25,8 @@ class Task:
     """None: no model for this task is built yet."""
     suffix: str
     help: str
+    scales: tuple[int, ...] = ()
+    """Up-scaling tasks: the factors ``--scale`` offers (the last is the default)."""
 
 
 TASKS: dict[str, Task] = {
@@ -40,7 +42,13 @@ TASKS: dict[str, Task] = {
             "  denoise denoise shots/ -r -o clean/    # a folder tree into clean/\n"
             "  denoise denoise - -o - < in.png > out.png",
         ),
-        Task("sr", None, "_sr", "Upscale images (super-resolution)."),
+        Task(
+            "sr",
+            None,
+            "_sr",
+            "Upscale images (super-resolution) by --scale; alpha is upscaled with bicubic.",
+            scales=(2, 4),
+        ),
         Task("raw2rgb", None, "_rgb", "Convert camera RAW files to RGB with a learned pipeline."),
         Task("demosaic", None, "_demosaic", "Demosaick Bayer mosaics."),
         Task("deblock", None, "_deblocked", "Remove JPEG blocking artefacts."),
@@ -85,6 +93,7 @@ def image_processor(
             warnings = write_image(result, Path(job.target), job.fmt, quality)
         for warning in warnings:
             log.warning("%s: %s", "stdin" if job.source == STDIO else job.source, warning)
-        return dict(enhancer.facts, bit_depth=picture.bit_depth)
+        height, width = result.rgb.shape[:2]
+        return dict(enhancer.facts, scale=enhancer.card.scale, size=[width, height], bit_depth=picture.bit_depth)
 
     return process
