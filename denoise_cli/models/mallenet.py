@@ -20,30 +20,33 @@ from torch import nn
 from .layers import blocks
 
 
-def slice_and_conv(x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def slice_and_conv(
+    x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None = None
+) -> torch.Tensor:
     """Apply spatially varying depthwise kernels given on a coarse grid.
 
     x: (B, C, H, W) features. kernels: (B, C, k*k, h, w) taps on a grid that covers the
     image (cell centres as in ``F.interpolate(align_corners=False)``). bias: (B, C, h, w).
     Returns (B, C, H, W): ``sum_t up(kernels[:, :, t])(p) * x(p + t) + up(bias)(p)``, with
-    zero padding at the border.
+    zero padding at the border, plus ``residual`` if given.
     """
     height, width = x.shape[-2:]
     taps = kernels.shape[2]
     size = round(taps**0.5)
     radius = size // 2
-    # One layout for every operand: mixing channels-last features with the (contiguous)
-    # upsampled planes makes each multiply a strided gather.
+    # Planar (NCHW) operands: measured faster on CPU than channels-last here, since the
+    # bilinear up-sampling of a few planes dominates and is quickest planar.
     padded = F.pad(x.contiguous(), (radius, radius, radius, radius))
 
     def upsample(plane: torch.Tensor) -> torch.Tensor:
         return F.interpolate(plane, size=(height, width), mode="bilinear", align_corners=False)
 
     out = upsample(bias)
+    if residual is not None:
+        out.add_(residual)
     for tap in range(taps):
         dy, dx = divmod(tap, size)
-        shifted = padded[:, :, dy : dy + height, dx : dx + width]
-        out = torch.addcmul(out, upsample(kernels[:, :, tap]), shifted)
+        out.addcmul_(upsample(kernels[:, :, tap]), padded[:, :, dy : dy + height, dx : dx + width])
     return out
 
 
@@ -83,7 +86,8 @@ class MalleConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels, bias = self.predictor(x)
-        return x + self.gate * slice_and_conv(x, kernels, bias)
+        # The gate scales the coarse grid, not the full-resolution result: same sum, less work.
+        return slice_and_conv(x, kernels * self.gate, bias * self.gate, residual=x)
 
     def macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
         """Slice-and-conv arithmetic (the predictor's convs are counted on their own)."""
