@@ -125,6 +125,10 @@ class Enhancer:
         """
         height, width = image.shape[-2:]
         tile = self.tile if self.tile is not None else self.auto_tile(height, width)
+        limit = self.card.max_tile
+        if limit and (tile <= 0 or tile > limit) and max(height, width) > limit:
+            log.info("%s runs on tiles of at most %d px (quadratic attention memory)", self.name, limit)
+            tile = limit
         self.facts["tile"] = tile
         if tile <= 0 or (tile >= height and tile >= width):
             out = run_tiled(image, self._forward_checked, 0, 0, self.card.scale, progress)

@@ -29,6 +29,7 @@ ARCHITECTURES: dict[str, str] = {
     "mallenet": "denoise_cli.models.mallenet:MalleNet",
     "drn": "denoise_cli.models.drn:DRN",
     "drn-dual": "denoise_cli.models.drn:DualNet",  # training only: the dual regression companion
+    "panet": "denoise_cli.models.panet:PANet",
 }
 
 
@@ -52,6 +53,9 @@ class ModelCard:
     """Tile sides are rounded to a multiple of this."""
     memory_per_pixel: int = 2000
     """Peak inference memory in bytes per input pixel at fp32 (measured), for automatic tiling."""
+    max_tile: int | None = None
+    """Largest tile side the model runs at (attention whose memory is quadratic in the tile
+    area); the engine never exceeds it, whatever --tile asks."""
     arch_args: dict[str, Any] = field(default_factory=dict)
     """Defaults; the JSON card's ``arch_args`` override them."""
 
