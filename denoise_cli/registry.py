@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,15 @@ from torch import nn
 from . import weights
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+INSTALLED_WEIGHTS = Path(sys.prefix) / "share" / "denoise" / "weights"
 
 
 def weights_dir() -> Path:
-    """``$DENOISE_WEIGHTS_DIR`` if set, else the weights/ folder shipped with the code."""
-    return Path(os.environ.get("DENOISE_WEIGHTS_DIR") or SHIPPED_WEIGHTS)
+    """``$DENOISE_WEIGHTS_DIR`` if set; else the checkout's weights/ (editable install), else
+    the copy a regular install puts under ``<prefix>/share/denoise/weights``."""
+    if os.environ.get("DENOISE_WEIGHTS_DIR"):
+        return Path(os.environ["DENOISE_WEIGHTS_DIR"])
+    return SHIPPED_WEIGHTS if SHIPPED_WEIGHTS.is_dir() or not INSTALLED_WEIGHTS.is_dir() else INSTALLED_WEIGHTS
 
 
 ARCHITECTURES: dict[str, str] = {

@@ -80,3 +80,15 @@ def test_precision_auto_takes_bf16_only_when_measured_faster_and_good(
 def test_fp16_on_cpu_is_refused(tiny_weights: Path) -> None:
     with pytest.raises(ValueError, match="fp16"):
         Enhancer("mallenet", device="cpu", precision="fp16")
+
+
+def test_a_regular_install_finds_the_weights_under_its_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DENOISE_WEIGHTS_DIR", raising=False)
+    installed = tmp_path / "share" / "denoise" / "weights"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(registry, "INSTALLED_WEIGHTS", installed)
+    assert registry.weights_dir() == registry.SHIPPED_WEIGHTS  # a checkout's own weights/ wins
+    monkeypatch.setattr(registry, "SHIPPED_WEIGHTS", tmp_path / "site-packages" / "weights")
+    assert registry.weights_dir() == installed
+    monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(tmp_path))
+    assert registry.weights_dir() == tmp_path
