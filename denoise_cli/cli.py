@@ -206,7 +206,7 @@ def _run_with_progress(
         except (WeightsError, RuntimeError, ValueError) as e:
             raise batch.BatchAbort(str(e)) from None
 
-    process = image_processor(make_enhancer, opts["quality"], int(opts["max_pixels"] * 1e6), on_tiles)
+    process = image_processor(make_enhancer, task.reader, opts["quality"], int(opts["max_pixels"] * 1e6), on_tiles)
 
     def on_start(job: batch.Job, index: int) -> None:
         name = "stdin" if job.source == STDIO else job.source

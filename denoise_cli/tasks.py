@@ -1,7 +1,8 @@
 """What each subcommand does to one image: read, enhance, write.
 
 Every task is the same flow; a task only names its default model and output suffix, and
-(at most) a small pre/post step around the Enhancer.
+(at most) a reader: the pre/post step that turns an input file into the model's input
+tensor, a picture to write the result like, per-file facts, and a finish step for the output.
 """
 
 from __future__ import annotations
@@ -9,13 +10,66 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .batch import STDIO, Job
 
+if TYPE_CHECKING:
+    import torch
+
+    from .imageio import Picture
+
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """One input, ready for the model."""
+
+    picture: Picture
+    """Template for the output: bit depth, grey or colour, alpha, ICC/EXIF."""
+    tensor: torch.Tensor
+    """The model input, (1, C, h, w)."""
+    facts: dict[str, Any] = field(default_factory=dict)
+    """Per-file facts for the result record (e.g. the estimated JPEG quality)."""
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """Turns the model output into the (1, 3, H, W) image to write (e.g. crops padding)."""
+
+
+Reader = Callable[[Path | bytes, int], Prepared]
+
+
+def read_rgb(source: Path | bytes, max_pixels: int) -> Prepared:
+    """The default reader: the picture's RGB as the model input."""
+    import numpy as np
+    import torch
+
+    from .imageio import read_image, to_chw
+
+    picture = read_image(source, max_pixels=max_pixels)
+    return Prepared(picture, torch.from_numpy(np.ascontiguousarray(to_chw(picture)))[None])
+
+
+def read_jpeg(source: Path | bytes, max_pixels: int) -> Prepared:
+    """Deblocking: the RGB input plus the JPEG quality estimated from its quantisation tables."""
+    from .jpeg import estimate_quality
+
+    prepared = read_rgb(source, max_pixels)
+    try:
+        estimate = estimate_quality(source)
+    except ValueError:
+        log.warning("%s: not a JPEG file; removing blocking artefacts anyway", _name(source))
+        prepared.facts["jpeg_quality"] = None
+    else:
+        prepared.facts["jpeg_quality"] = estimate.quality
+        prepared.facts["jpeg_tables"] = "ijg" if estimate.exact else "custom"
+    return prepared
+
+
+def _name(source: Path | bytes) -> str:
+    return "stdin" if isinstance(source, bytes) else str(source)
 
 
 @dataclass(frozen=True)
@@ -27,6 +81,7 @@ class Task:
     help: str
     scales: tuple[int, ...] = ()
     """Up-scaling tasks: the factors ``--scale`` offers (the last is the default)."""
+    reader: Reader = read_rgb
 
 
 TASKS: dict[str, Task] = {
@@ -51,13 +106,21 @@ TASKS: dict[str, Task] = {
         ),
         Task("raw2rgb", None, "_rgb", "Convert camera RAW files to RGB with a learned pipeline."),
         Task("demosaic", None, "_demosaic", "Demosaick Bayer mosaics."),
-        Task("deblock", None, "_deblocked", "Remove JPEG blocking artefacts."),
+        Task(
+            "deblock",
+            None,
+            "_deblocked",
+            "Remove JPEG blocking artefacts. The JPEG quality is estimated from each file's"
+            " quantisation tables and reported with --json.",
+            reader=read_jpeg,
+        ),
     ]
 }
 
 
 def image_processor(
     enhancer_factory: Callable[[], Any],
+    reader: Reader,
     quality: int | None,
     max_pixels: int,
     tile_progress: Callable[[int, int], None] | None = None,
@@ -67,10 +130,7 @@ def image_processor(
     The model is created on the first item that needs it, so a dry run, or a batch whose
     outputs all exist, never loads it.
     """
-    import numpy as np
-    import torch
-
-    from .imageio import FORMATS, encode_image, from_chw, output_warnings, read_image, to_chw, write_image
+    from .imageio import FORMATS, encode_image, from_chw, output_warnings, write_image
 
     state: dict[str, Any] = {}
 
@@ -79,9 +139,11 @@ def image_processor(
             state["enhancer"] = enhancer_factory()
         enhancer = state["enhancer"]
         source = sys.stdin.buffer.read() if job.source == STDIO else Path(job.source)
-        picture = read_image(source, max_pixels=max_pixels)
-        x = torch.from_numpy(np.ascontiguousarray(to_chw(picture)))[None]
-        y = enhancer(x, progress=tile_progress)
+        prepared = reader(source, max_pixels)
+        picture = prepared.picture
+        y = enhancer(prepared.tensor, progress=tile_progress)
+        if prepared.finish is not None:
+            y = prepared.finish(y)
         result = from_chw(picture, y[0].numpy())
         if job.target == STDIO:
             fmt = job.fmt or (picture.format.lower() if picture.format.lower() in FORMATS else "png")
@@ -94,6 +156,9 @@ def image_processor(
         for warning in warnings:
             log.warning("%s: %s", "stdin" if job.source == STDIO else job.source, warning)
         height, width = result.rgb.shape[:2]
-        return dict(enhancer.facts, scale=enhancer.card.scale, size=[width, height], bit_depth=picture.bit_depth)
+        facts = dict(enhancer.facts, size=[width, height], bit_depth=picture.bit_depth, **prepared.facts)
+        if enhancer.card.scale > 1:
+            facts["scale"] = enhancer.card.scale
+        return facts
 
     return process
