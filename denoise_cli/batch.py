@@ -9,7 +9,7 @@ import glob
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -118,12 +118,15 @@ class Report:
 # -- planning -------------------------------------------------------------------------
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in READABLE_SUFFIXES and not path.name.startswith(".")
+def _is_input(path: Path, suffixes: Collection[str]) -> bool:
+    return path.suffix.lower() in suffixes and not path.name.startswith(".")
 
 
-def expand_inputs(inputs: Iterable[str], recursive: bool) -> list[tuple[str, Path | None]]:
-    """Each input as (path, base folder for mirroring or None). Globs are expanded here."""
+def expand_inputs(
+    inputs: Iterable[str], recursive: bool, suffixes: Collection[str] = READABLE_SUFFIXES
+) -> list[tuple[str, Path | None]]:
+    """Each input as (path, base folder for mirroring or None). Globs are expanded here;
+    folders contribute the files whose suffix is in ``suffixes``."""
     found: list[tuple[str, Path | None]] = []
     for item in inputs:
         if item == STDIO:
@@ -132,7 +135,7 @@ def expand_inputs(inputs: Iterable[str], recursive: bool) -> list[tuple[str, Pat
         path = Path(item)
         if path.is_dir():
             walker = path.rglob("*") if recursive else path.iterdir()
-            files = sorted(p for p in walker if p.is_file() and _is_image(p) and not _hidden_under(p, path))
+            files = sorted(p for p in walker if p.is_file() and _is_input(p, suffixes) and not _hidden_under(p, path))
             found.extend((str(p), path) for p in files)
         elif path.exists():
             found.append((item, None))
@@ -165,6 +168,7 @@ def plan(
     default_suffix: str,
     fmt: str | None = None,
     recursive: bool = False,
+    suffixes: Collection[str] = READABLE_SUFFIXES,
 ) -> list[Job]:
     """Map inputs to outputs.
 
@@ -174,7 +178,7 @@ def plan(
     mirrored with ``--recursive``, where the suffix defaults to none unless the folder is the
     input's own. Two inputs that would write the same file make the later one a failed item.
     """
-    found = expand_inputs(inputs, recursive)
+    found = expand_inputs(inputs, recursive, suffixes)
     if not found:
         raise UsageError("no input images")
     if any(src == STDIO for src, _ in found) and len(found) > 1:

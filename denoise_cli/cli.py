@@ -159,6 +159,7 @@ def run_task(task: Task, **opts: Any) -> None:
             default_suffix=task.suffix,
             fmt=opts["fmt"],
             recursive=opts["recursive"],
+            suffixes=task.inputs or batch.READABLE_SUFFIXES,
         )
     except UsageError as e:
         raise click.UsageError(str(e)) from None
@@ -180,7 +181,7 @@ def _run_with_progress(
 
     from . import batch
     from .engine import Enhancer
-    from .tasks import image_processor
+    from .tasks import ReadOptions, image_processor
     from .weights import WeightsError
 
     progress = Progress(
@@ -206,7 +207,8 @@ def _run_with_progress(
         except (WeightsError, RuntimeError, ValueError) as e:
             raise batch.BatchAbort(str(e)) from None
 
-    process = image_processor(make_enhancer, task.reader, opts["quality"], int(opts["max_pixels"] * 1e6), on_tiles)
+    options = ReadOptions(int(opts["max_pixels"] * 1e6), opts.get("pattern"))
+    process = image_processor(make_enhancer, task.reader, options, opts["quality"], on_tiles)
 
     def on_start(job: batch.Job, index: int) -> None:
         name = "stdin" if job.source == STDIO else job.source
@@ -242,6 +244,15 @@ def _make_command(task: Task) -> click.Command:
     def command(**opts: Any) -> None:
         run_task(task, **opts)
 
+    if task.patterns:
+        command = click.option(
+            "--pattern",
+            type=click.Choice(["RGGB", "BGGR", "GRBG", "GBRG"], case_sensitive=False),
+            default="RGGB",
+            show_default=True,
+            callback=lambda _ctx, _param, value: value.upper(),
+            help="CFA layout of single-channel mosaics (top-left 2x2); RAW files carry their own.",
+        )(command)
     if task.scales:
         command = click.option(
             "--scale",

@@ -85,6 +85,14 @@ _CONVERT = {
 _WIDE_RAWMODE = re.compile(r"(RGB|RGBX|RGBA|RGBa);16([BLN])")
 
 
+# Camera RAW files (decoded by raw.py with rawpy, not here); listed here so planning stays light.
+RAW_SUFFIXES = frozenset(
+    {".3fr", ".ari", ".arw", ".bay", ".cap", ".cr2", ".cr3", ".crw", ".dcr", ".dcs", ".dng", ".drf", ".eip"}
+    | {".erf", ".fff", ".gpr", ".iiq", ".k25", ".kdc", ".mdc", ".mef", ".mos", ".mrw", ".nef", ".nrw", ".orf"}
+    | {".pef", ".ptx", ".pxn", ".raf", ".raw", ".rw2", ".rwl", ".rwz", ".sr2", ".srf", ".srw", ".x3f"}
+)
+
+
 class ImageReadError(Exception):
     """An input could not be decoded. The message is one line with the reason; the caller adds the file name."""
 

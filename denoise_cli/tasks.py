@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .batch import STDIO, Job
+from .batch import READABLE_SUFFIXES, STDIO, Job
+from .imageio import RAW_SUFFIXES
 
 if TYPE_CHECKING:
     import torch
@@ -38,25 +39,32 @@ class Prepared:
     """Turns the model output into the (1, 3, H, W) image to write (e.g. crops padding)."""
 
 
-Reader = Callable[[Path | bytes, int], Prepared]
+@dataclass(frozen=True)
+class ReadOptions:
+    max_pixels: int
+    pattern: str | None = None
+    """CFA pattern of single-channel mosaics (demosaic); RAW files carry their own."""
 
 
-def read_rgb(source: Path | bytes, max_pixels: int) -> Prepared:
+Reader = Callable[[Path | bytes, ReadOptions], Prepared]
+
+
+def read_rgb(source: Path | bytes, options: ReadOptions) -> Prepared:
     """The default reader: the picture's RGB as the model input."""
     import numpy as np
     import torch
 
     from .imageio import read_image, to_chw
 
-    picture = read_image(source, max_pixels=max_pixels)
+    picture = read_image(source, max_pixels=options.max_pixels)
     return Prepared(picture, torch.from_numpy(np.ascontiguousarray(to_chw(picture)))[None])
 
 
-def read_jpeg(source: Path | bytes, max_pixels: int) -> Prepared:
+def read_jpeg(source: Path | bytes, options: ReadOptions) -> Prepared:
     """Deblocking: the RGB input plus the JPEG quality estimated from its quantisation tables."""
     from .jpeg import estimate_quality
 
-    prepared = read_rgb(source, max_pixels)
+    prepared = read_rgb(source, options)
     try:
         estimate = estimate_quality(source)
     except ValueError:
@@ -66,6 +74,32 @@ def read_jpeg(source: Path | bytes, max_pixels: int) -> Prepared:
         prepared.facts["jpeg_quality"] = estimate.quality
         prepared.facts["jpeg_tables"] = "ijg" if estimate.exact else "custom"
     return prepared
+
+
+def read_mosaic(source: Path | bytes, options: ReadOptions) -> Prepared:
+    """Demosaicking: a camera RAW file (its own CFA pattern and black/white levels), or a
+    single-channel PNG/TIFF mosaic with ``--pattern``; the model sees the RGGB mosaic packed
+    to four half-resolution planes and the result is cropped back to the mosaic's size."""
+    import dataclasses
+
+    import numpy as np
+
+    from .imageio import Picture, read_image
+    from .raw import bayer_from_picture, from_rggb_crop, is_raw_path, pack, read_raw
+
+    if isinstance(source, Path) and is_raw_path(source):
+        raw = read_raw(source)
+        mosaic, pattern, (height, width) = raw.mosaic, raw.pattern, raw.size
+        picture = Picture(rgb=np.zeros((0, 0, 3), np.float32), bit_depth=16, format="RAW")
+        facts: dict[str, Any] = {"pattern": pattern, "white_level": raw.white_level, "linear": True}
+    else:
+        pattern = options.pattern or "RGGB"
+        picture = read_image(source, max_pixels=options.max_pixels)
+        height, width = picture.rgb.shape[:2]
+        mosaic = bayer_from_picture(picture, pattern)
+        picture = dataclasses.replace(picture, gray=False, alpha=None)
+        facts = {"pattern": pattern}
+    return Prepared(picture, pack(mosaic), facts, lambda y: from_rggb_crop(y, pattern, size=(height, width)))
 
 
 def _name(source: Path | bytes) -> str:
@@ -82,6 +116,10 @@ class Task:
     scales: tuple[int, ...] = ()
     """Up-scaling tasks: the factors ``--scale`` offers (the last is the default)."""
     reader: Reader = read_rgb
+    inputs: frozenset[str] | None = None
+    """File suffixes taken from folders (default: the image formats)."""
+    patterns: bool = False
+    """Offer ``--pattern`` (the CFA layout of single-channel mosaics)."""
 
 
 TASKS: dict[str, Task] = {
@@ -105,7 +143,18 @@ TASKS: dict[str, Task] = {
             scales=(2, 4),
         ),
         Task("raw2rgb", None, "_rgb", "Convert camera RAW files to RGB with a learned pipeline."),
-        Task("demosaic", None, "_demosaic", "Demosaick Bayer mosaics."),
+        Task(
+            "demosaic",
+            None,
+            "_demosaic",
+            "Demosaick Bayer mosaics: single-channel 8/16-bit PNG or TIFF files (layout from --pattern)"
+            " or camera RAW files (their own layout, black and white levels). RAW files give the linear"
+            " camera RGB scaled to the full 16-bit range: no white balance, colour matrix or gamma"
+            " (see raw2rgb for a finished picture).",
+            reader=read_mosaic,
+            inputs=READABLE_SUFFIXES | RAW_SUFFIXES,
+            patterns=True,
+        ),
         Task(
             "deblock",
             None,
@@ -121,8 +170,8 @@ TASKS: dict[str, Task] = {
 def image_processor(
     enhancer_factory: Callable[[], Any],
     reader: Reader,
+    options: ReadOptions,
     quality: int | None,
-    max_pixels: int,
     tile_progress: Callable[[int, int], None] | None = None,
 ) -> Callable[[Job], dict[str, Any]]:
     """The per-item function for image-to-image tasks.
@@ -139,7 +188,7 @@ def image_processor(
             state["enhancer"] = enhancer_factory()
         enhancer = state["enhancer"]
         source = sys.stdin.buffer.read() if job.source == STDIO else Path(job.source)
-        prepared = reader(source, max_pixels)
+        prepared = reader(source, options)
         picture = prepared.picture
         y = enhancer(prepared.tensor, progress=tile_progress)
         if prepared.finish is not None:

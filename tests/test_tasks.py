@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -12,16 +15,22 @@ from PIL import Image
 
 from denoise_cli import registry, weights
 from denoise_cli.cli import main
+from denoise_cli.imageio import read_image
 
 from .conftest import photo
 
+RAW_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw" / "RAW_KODAK_DC50.KDC"
 
-def register_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, task: str, **arch_args) -> None:
-    args = {"features": 8, "blocks": 2, **arch_args}
+
+def register_tiny(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, task: str, scale: int = 1, **arch_args: Any
+) -> None:
+    """A tiny random PANet as model ``name``; small attention tiles keep the tests fast."""
+    args = {"features": 4, "blocks": 2, "reduction": 4, **arch_args}
     torch.manual_seed(0)
     folder = tmp_path / "weights"
     weights.save(registry.build("panet", **args), folder / f"{name}.safetensors", {"arch_args": args})
-    card = registry.ModelCard(name, task, "panet", "test", "test", overlap=8, max_tile=64)
+    card = registry.ModelCard(name, task, "panet", "test", "test", scale=scale, overlap=8, max_tile=32)
     monkeypatch.setitem(registry.CARDS, name, card)
     monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(folder))
 
@@ -43,3 +52,37 @@ def test_deblock_reports_the_jpeg_quality_of_each_file(tmp_path: Path, monkeypat
     assert "lossless.png: not a JPEG file" in result.stderr
     with Image.open(tmp_path / "q23_deblocked.jpg") as im:
         assert im.size == (56, 40)
+
+
+@pytest.fixture
+def tiny_demosaic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    register_tiny(tmp_path, monkeypatch, "demosaic-tiny", "demosaic", scale=2, in_channels=4, upscale=2)
+    return "demosaic-tiny"
+
+
+def test_demosaic_keeps_the_size_and_depth_of_an_odd_16_bit_mosaic(tiny_demosaic: str, tmp_path: Path) -> None:
+    mosaic = photo(31, 41)[..., 1].astype(np.uint16) * 257
+    Image.fromarray(mosaic).save(tmp_path / "m.png")
+    result = run("demosaic", str(tmp_path / "m.png"), "--model", tiny_demosaic, "--pattern", "grbg", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["pattern"] == "GRBG"
+    out = read_image(tmp_path / "m_demosaic.png")
+    assert out.rgb.shape == (31, 41, 3) and out.bit_depth == 16 and not out.gray
+
+
+def test_demosaic_refuses_colour_images_and_reads_raw_files(tiny_demosaic: str, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(photo(16, 16)).save(folder / "colour.png")
+    shutil.copy(RAW_FILE, folder / RAW_FILE.name)
+    (folder / "broken.dng").write_bytes(b"II*\x00" + bytes(200))
+    result = run("demosaic", str(folder), "-o", str(tmp_path / "out") + "/", "--model", tiny_demosaic, "--json")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 2
+    assert any("colour.png" in e and "not a single-channel Bayer mosaic" in e for e in errors)
+    assert any("broken.dng" in e for e in errors)
+    record = next(r for r in map(json.loads, result.stdout.splitlines()) if r["status"] == "ok")
+    assert record["pattern"] == "GRBG" and record["linear"] is True
+    with Image.open(tmp_path / "out" / "RAW_KODAK_DC50.png") as im:
+        assert im.size == (768, 512)
