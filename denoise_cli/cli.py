@@ -338,6 +338,15 @@ def models_command(json_lines: bool) -> None:
 @click.option(
     "--scale", type=click.Choice(["2", "4"]), default=None, help="Super-resolution: the factor (picks NAME-xS)."
 )
+@click.option(
+    "--quality",
+    "qualities",
+    multiple=True,
+    type=click.IntRange(1, 100),
+    default=(10, 20, 30, 40),
+    show_default=True,
+    help="Deblocking: JPEG qualities to encode at; repeatable.",
+)
 @click.option("--baseline", is_flag=True, help="Also score CBM3D (needs the optional `bm3d` package).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="CBM3D processes at once.")
 @click.option("--crop", type=int, default=None, help="Centre-crop every image to this size first.")
@@ -355,11 +364,13 @@ def eval_command(
 
     Denoisers: RGB, 8-bit outputs, fixed-seed AWGN (or noisy/clean pairs), CBM3D with
     --baseline. Super-resolution: Y channel with the scale shaved, beside bicubic.
+    Demosaicking: RGGB mosaics, RGB with a 4-pixel border ignored, beside bilinear and
+    Malvar. Deblocking: libjpeg at each --quality, beside the JPEG input.
     """
     from pathlib import Path
 
     from .engine import Enhancer
-    from .evaluate import evaluate_model, evaluate_sr
+    from .evaluate import evaluate_deblock, evaluate_demosaic, evaluate_model, evaluate_sr
     from .weights import WeightsError
 
     setup_logging(False, False)
@@ -372,7 +383,7 @@ def eval_command(
         model = resolve(model, int(opts["scale"]) if opts["scale"] else None)
     except (UnknownModelError, ValueError) as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
-    scale = card(model).scale
+    task, scale = card(model).task, card(model).scale
     try:
         enhancer = Enhancer(model, device=opts["device"], precision=opts["precision"], tile=opts["tile"])
     except (WeightsError, KeyError, RuntimeError, ValueError) as e:
@@ -382,8 +393,15 @@ def eval_command(
     rows = []
     for data in data_dirs:
         err.note(f"evaluating {model} ({enhancer.precision}) on {data} ...")
-        if scale > 1:
-            rows += evaluate_sr(enhancer, model, Path(data), scale, crop=opts["crop"], limit=opts["limit"])
+        subset = {"crop": opts["crop"], "limit": opts["limit"]}
+        if task == "sr":
+            rows += evaluate_sr(enhancer, model, Path(data), scale, **subset)
+            continue
+        if task == "demosaic":
+            rows += evaluate_demosaic(enhancer, model, Path(data), **subset)
+            continue
+        if task == "deblock":
+            rows += evaluate_deblock(enhancer, model, Path(data), list(opts["qualities"]), **subset)
             continue
         rows += evaluate_model(
             enhancer,

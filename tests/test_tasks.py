@@ -86,3 +86,39 @@ def test_demosaic_refuses_colour_images_and_reads_raw_files(tiny_demosaic: str, 
     assert record["pattern"] == "GRBG" and record["linear"] is True
     with Image.open(tmp_path / "out" / "RAW_KODAK_DC50.png") as im:
         assert im.size == (768, 512)
+
+
+def eval_rows(*args: str) -> list[dict]:
+    result = run("eval", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_eval_demosaic_scores_beside_bilinear_and_malvar(tiny_demosaic: str, tmp_path: Path) -> None:
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(photo(34, 47, seed=i)).save(folder / f"{i}.png")
+    rows = eval_rows("--model", tiny_demosaic, "--data", str(folder))
+    assert [(r["method"], r["images"]) for r in rows] == [
+        ("bilinear", 2),
+        ("Malvar-He-Cutler", 2),
+        (tiny_demosaic, 2),
+    ]
+    assert rows[0]["psnr"] > 20 and rows[1]["psnr"] > 20
+
+
+def test_eval_deblock_encodes_each_quality(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    register_tiny(tmp_path, monkeypatch, "deblock-tiny", "deblock", image_skip=True)
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    Image.fromarray(photo(32, 40)).save(folder / "colour.png")
+    Image.fromarray(photo(32, 40, seed=1)[..., 0]).save(folder / "gray.png")
+    rows = eval_rows("--model", "deblock-tiny", "--data", str(folder), "--quality", "10", "--quality", "60")
+    assert [(r["setting"], r["method"]) for r in rows] == [
+        ("clean q10", "input (JPEG)"),
+        ("clean q10", "deblock-tiny"),
+        ("clean q60", "input (JPEG)"),
+        ("clean q60", "deblock-tiny"),
+    ]
+    assert rows[2]["psnr"] > rows[0]["psnr"] + 2
