@@ -70,6 +70,44 @@ class Recipe:
         return out
 
 
+def packed_mosaic() -> Degrade:
+    """Demosaicking: the RGGB mosaic of the clean patch, packed to four half-resolution planes."""
+
+    def degrade(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        from ..raw import mosaic, pack
+
+        return pack(mosaic(clean)), clean
+
+    return degrade
+
+
+def jpeg(quality_range: tuple[int, int], gray_fraction: float) -> Degrade:
+    from ..jpeg import random_jpeg
+
+    return random_jpeg(quality_range, gray_fraction)
+
+
+PANET_NOTES = [
+    "PANet backbone (head, ResBlocks, pyramid attention in the middle, ResBlocks, conv, global"
+    " skip, tail) with fewer blocks than the paper's 80 for a CPU budget; the attention block is"
+    " the paper's (scales 1.0-0.6, 3x3 patches, softmax scale 10, reduction 2).",
+    "training patches are small because attention cost is quadratic in the patch area",
+]
+
+
+def panet_recipe(model: str, arch_args: dict[str, Any], degrade: Degrade, notes: list[str], **schedule: Any) -> Recipe:
+    return Recipe(
+        model=model,
+        arch="panet",
+        arch_args={"features": 64, "blocks": 12, **arch_args},
+        train_dirs=["train/bsds400", "train/t91"],
+        degrade=degrade,
+        monitor={"val": degrade},
+        notes=PANET_NOTES + notes,
+        **{"patch": 64, "batch": 16, "steps": 10000, "lr": 2e-4, **schedule},
+    )
+
+
 def drn_recipe(scale: int, channels: int, blocks: int, **schedule: Any) -> Recipe:
     return Recipe(
         model=f"drn-x{scale}",
@@ -109,4 +147,30 @@ RECIPES: dict[str, Recipe] = {
     # The same design, narrower: fewer RCABs per up stage, same head width.
     "drn-x4": drn_recipe(4, channels=16, blocks=4, patch=128, batch=16, steps=12000, lr=3e-4),
     "drn-x2": drn_recipe(2, channels=32, blocks=8, patch=96, batch=16, steps=12000, lr=3e-4),
+    # PANet: one backbone, three tasks. Body at half resolution (a packed mosaic, or
+    # space-to-depth for same-size tasks) so a CPU can train it.
+    "panet-demosaic": panet_recipe(
+        "panet-demosaic",
+        {"in_channels": 4, "upscale": 2},
+        packed_mosaic(),
+        ["input: the RGGB mosaic packed to R, G1, G2, B planes at half resolution; output: full-resolution RGB"],
+    ),
+    "panet-deblock": panet_recipe(
+        "panet-deblock",
+        {"unshuffle": 2, "image_skip": True},
+        jpeg((10, 60), gray_fraction=0.25),
+        [
+            "blind over JPEG qualities 10-60 (libjpeg via Pillow, 4:2:0), a quarter of the patches grey",
+            "predicts the residual (image skip) and runs its body at half resolution (space-to-depth)",
+        ],
+    ),
+    "panet-denoise": panet_recipe(
+        "panet-denoise",
+        {"unshuffle": 2, "image_skip": True},
+        awgn((0.0, 55.0)),
+        [
+            "blind AWGN, sigma uniform in [0, 55], like mallenet (the paper trains one model per sigma)",
+            "predicts the residual (image skip) and runs its body at half resolution (space-to-depth)",
+        ],
+    ),
 }
