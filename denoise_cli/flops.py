@@ -20,7 +20,8 @@ def count_macs(model: nn.Module, height: int = 256, width: int = 256, channels: 
         nonlocal total
         if isinstance(module, nn.Conv2d):
             k = module.kernel_size[0] * module.kernel_size[1]
-            total += output.numel() * (module.in_channels // module.groups) * k
+            # The input's channel count, not the layer's: slimmable convs use a prefix of theirs.
+            total += output.numel() * (inputs[0].shape[1] // module.groups) * k
         elif isinstance(module, nn.Linear):
             total += output.numel() * module.in_features
         elif hasattr(module, "macs"):

@@ -35,6 +35,7 @@ ARCHITECTURES: dict[str, str] = {
     "drn": "denoise_cli.models.drn:DRN",
     "drn-dual": "denoise_cli.models.drn:DualNet",  # training only: the dual regression companion
     "panet": "denoise_cli.models.panet:PANet",
+    "ddsnet": "denoise_cli.models.ddsnet:DDSNet",
 }
 
 

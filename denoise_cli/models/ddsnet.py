@@ -1,0 +1,149 @@
+"""DDS-Net: a dynamic slimmable denoiser (Jiang et al., "Dynamic Slimmable Denoising Network",
+IEEE TIP 2023), in the DS-Net family (Li et al., CVPR 2021) where every conv runs at a prefix
+of its channels.
+
+One weight-shared super network holds every sub-network. A sub-network is a channel
+configuration: one width for the residual stream and one for the inside of each residual
+block. Training has three stages (see ``training/ddsnet.py``): the super network with the
+sandwich rule, progressive tailoring of the per-layer widths into ``configs``, and a small
+gate that picks a configuration per image from a down-sampled copy of it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The static widths of the super network before tailoring, as fractions of the full width.
+WIDTHS = (0.25, 0.5, 0.75, 1.0)
+CHANNEL_STEP = 8  # widths are multiples of this (SIMD-friendly, as DRC's multiples of 4)
+
+
+class SlimConv2d(nn.Conv2d):
+    """A conv that uses the first ``x.shape[1]`` input channels and the first ``out_active``
+    output channels of its weight (all of them when ``out_active`` is None)."""
+
+    out_active: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.out_active or self.out_channels
+        weight = self.weight[:out, : x.shape[1]]
+        bias = self.bias[:out] if self.bias is not None else None
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+
+
+class SlimResBlock(nn.Module):
+    """conv -> ReLU -> conv, scaled, plus input; the inner width is set per sub-network."""
+
+    def __init__(self, channels: int, res_scale: float = 0.2) -> None:
+        super().__init__()
+        self.conv1 = SlimConv2d(channels, channels, 3, padding=1)
+        self.conv2 = SlimConv2d(channels, channels, 3, padding=1)
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.conv2.out_active = x.shape[1]  # back to the stream's width
+        return x + self.res_scale * self.conv2(F.relu(self.conv1(x)))
+
+
+class WidthGate(nn.Module):
+    """Scores the sub-networks for one image from an 8x down-sampled copy (negligible MACs).
+
+    Its input is the down-sampled image plus the mean absolute detail lost by down-sampling,
+    a cheap stand-in for the noise level that decides how much network an image needs.
+    """
+
+    def __init__(self, choices: int, hidden: int = 16, pool: int = 8) -> None:
+        super().__init__()
+        self.pool = pool
+        self.features = nn.Sequential(
+            nn.Conv2d(4, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1, stride=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.classify = nn.Linear(2 * hidden, choices)  # pooled mean and spread of the features
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        pool = max(1, min(self.pool, *image.shape[-2:]))
+        small = F.avg_pool2d(image, pool, ceil_mode=True)
+        detail = (
+            image - F.interpolate(small, scale_factor=pool, mode="nearest")[..., : image.shape[-2], : image.shape[-1]]
+        )
+        energy = F.avg_pool2d(detail.abs().mean(dim=1, keepdim=True), pool, ceil_mode=True)
+        feats = self.features(torch.cat([small, energy], dim=1))
+        return self.classify(torch.cat([feats.mean(dim=(2, 3)), feats.std(dim=(2, 3), correction=0)], dim=1))
+
+
+class DDSNet(nn.Module):
+    """Slimmable residual denoiser at half resolution (space-to-depth), predicting the noise.
+
+    ``configs`` (buffer, one row per sub-network, cheapest first) holds the stream width and
+    each block's inner width. ``forward`` runs the active configuration: the one forced with
+    ``use(index)``, else the one the gate chose in ``decide(image)``, else the largest.
+    """
+
+    def __init__(self, channels: int = 64, blocks: int = 8, gate_hidden: int = 16) -> None:
+        super().__init__()
+        self.channels, self.blocks = channels, blocks
+        self.head = SlimConv2d(12, channels, 3, padding=1)
+        self.body = nn.ModuleList(SlimResBlock(channels) for _ in range(blocks))
+        self.tail = SlimConv2d(channels, 12, 3, padding=1)
+        rows = [[_round_width(channels * w)] * (blocks + 1) for w in WIDTHS]
+        self.register_buffer("configs", torch.tensor(rows, dtype=torch.int64))
+        self.gate = WidthGate(len(WIDTHS), gate_hidden)
+        self.active: int | None = None
+
+    @property
+    def choices(self) -> int:
+        return self.configs.shape[0]
+
+    def use(self, index: int | None) -> None:
+        """Run sub-network ``index`` (0 = cheapest) until told otherwise; None = the gate decides."""
+        if index is not None and not 0 <= index < self.choices:
+            raise ValueError(f"sub-network {index} does not exist (0..{self.choices - 1})")
+        self.active = index
+
+    @torch.no_grad()
+    def decide(self, image: torch.Tensor) -> int:
+        """Let the gate pick the sub-network for this whole image; later forwards (tiles) use it."""
+        self.active = int(self.gate(image).argmax(dim=1)[0])
+        return self.active
+
+    def set_config(self, config: list[int] | torch.Tensor) -> None:
+        """Apply one channel configuration: stream width, then each block's inner width."""
+        values = [int(v) for v in config]
+        self.head.out_active = values[0]
+        for block, inner in zip(self.body, values[1:], strict=True):
+            block.conv1.out_active = inner
+
+    def forward(self, x: torch.Tensor, config: list[int] | torch.Tensor | None = None) -> torch.Tensor:
+        if config is None:
+            config = self.configs[self.choices - 1 if self.active is None else self.active]
+        self.set_config(config)
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate") if h % 2 or w % 2 else x
+        feat = self.head(F.pixel_unshuffle(padded, 2))
+        for block in self.body:
+            feat = block(feat)
+        noise = F.pixel_shuffle(self.tail(feat), 2)
+        return (padded - noise)[..., :h, :w]
+
+    def macs_per_pixel(self, config: list[int] | torch.Tensor) -> float:
+        """Multiply-accumulates per input pixel of one configuration (convs only)."""
+        values = [int(v) for v in config]
+        stream, inners = values[0], values[1:]
+        per_quarter = 9 * (12 * stream + stream * 12 + sum(2 * stream * inner for inner in inners))
+        return per_quarter / 4.0
+
+    def width_of(self, config: list[int] | torch.Tensor) -> float:
+        """A configuration's size as a fraction of the full network's MACs."""
+        full = [self.channels] * (self.blocks + 1)
+        return self.macs_per_pixel(config) / self.macs_per_pixel(full)
+
+
+def _round_width(value: float) -> int:
+    return max(CHANNEL_STEP, round(value / CHANNEL_STEP) * CHANNEL_STEP)

@@ -1,0 +1,62 @@
+"""DDS-Net: slimmable layers, configurations, the gate and their arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from denoise_cli.flops import count_macs
+from denoise_cli.models.ddsnet import DDSNet, SlimConv2d
+
+
+def test_a_slim_conv_is_the_prefix_of_the_full_conv() -> None:
+    torch.manual_seed(0)
+    conv = SlimConv2d(16, 24, 3, padding=1)
+    x = torch.randn(1, 16, 9, 9)
+    full = conv(x)
+    conv.out_active = 8
+    narrow = conv(x[:, :16])
+    assert torch.allclose(narrow, full[:, :8], atol=1e-6)
+    thin_input = conv(x[:, :4])
+    reference = torch.nn.functional.conv2d(x[:, :4], conv.weight[:8, :4], conv.bias[:8], padding=1)
+    assert torch.allclose(thin_input, reference, atol=1e-6)
+
+
+def test_every_configuration_keeps_the_size_and_costs_what_it_says() -> None:
+    net = DDSNet(channels=64, blocks=2).eval()
+    x = torch.rand(1, 3, 21, 30)
+    costs = []
+    for index in range(net.choices):
+        net.use(index)
+        with torch.no_grad():
+            assert net(x).shape == x.shape
+        measured = count_macs(net, 32, 32) / (32 * 32)
+        assert measured == pytest.approx(net.macs_per_pixel(net.configs[index]), rel=1e-6)
+        costs.append(measured)
+    assert costs == sorted(costs) and len(set(costs)) == len(costs) and costs[0] < costs[-1] / 5
+
+
+def test_sub_networks_share_weights_with_the_largest() -> None:
+    torch.manual_seed(0)
+    net = DDSNet(channels=16, blocks=2)
+    x = torch.rand(2, 3, 16, 16)
+    net(x, config=[8, 8, 8]).sum().backward()
+    grad = net.body[0].conv1.weight.grad
+    assert grad[:8, :8].abs().sum() > 0 and grad[8:].abs().sum() == 0 and grad[:, 8:].abs().sum() == 0
+
+
+def test_the_gate_picks_per_image_and_a_forced_choice_wins() -> None:
+    net = DDSNet(channels=16, blocks=2).eval()
+    image = torch.rand(1, 3, 64, 64)
+    choice = net.decide(image)
+    assert 0 <= choice < net.choices and net.active == choice
+    net.use(0)
+    assert net.active == 0
+    with pytest.raises(ValueError, match="does not exist"):
+        net.use(net.choices)
+
+
+def test_gate_costs_under_a_percent_of_the_smallest_sub_network() -> None:
+    net = DDSNet().eval()
+    gate = count_macs(net.gate, 256, 256) / (256 * 256)
+    assert gate < 0.01 * net.macs_per_pixel(net.configs[0])
