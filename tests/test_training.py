@@ -15,7 +15,7 @@ from denoise_cli import registry
 from denoise_cli.training.data import split_holdout
 from denoise_cli.training.degrade import imresize
 from denoise_cli.training.loop import Trainer, lr_at
-from denoise_cli.training.objectives import dual_regression, scale_pyramid
+from denoise_cli.training.objectives import dual_regression, easy_or_hard_labels, scale_pyramid
 from denoise_cli.training.recipes import RECIPES, bicubic_down
 
 from .conftest import TINY_ARCH, photo
@@ -125,7 +125,7 @@ def test_dual_regression_weighs_the_dual_term_by_a_tenth() -> None:
     model, dual = registry.build("drn", scale=2, channels=4, blocks=1), registry.build("drn-dual", scale=2, channels=4)
     hr = torch.rand(1, 3, 16, 16)
     lr, _ = bicubic_down(2)(hr, torch.Generator())
-    total = dual_regression(model, dual, lr, hr, F.l1_loss)
+    total = dual_regression(model, dual, lr, hr, F.l1_loss, torch.Generator())
     outs = model.forward_all(lr)
     primal = F.l1_loss(outs[0], lr) + F.l1_loss(outs[1], hr)
     assert total.item() == pytest.approx((primal + 0.1 * F.l1_loss(dual(outs)[0], lr)).item(), rel=1e-5)
@@ -135,3 +135,45 @@ def test_warm_restart_ramps_the_learning_rate_up_again() -> None:
     recipe = tiny_recipe(100)  # warm-up of 2 steps
     assert lr_at(50, recipe, restart=50) == pytest.approx(lr_at(50, recipe) / 2)
     assert lr_at(52, recipe, restart=50) == lr_at(52, recipe)
+
+
+def tiny_ddsnet_recipe(name: str, steps: int):
+    return dataclasses.replace(
+        RECIPES[name],
+        arch_args={"channels": 16, "blocks": 2},
+        train_dirs=["train/synthetic"],
+        patch=32,
+        batch=2,
+        steps=steps,
+        warmup=1,
+        holdout=4,
+    )
+
+
+def test_ddsnet_stages_tailor_widths_then_train_only_the_gate(tmp_path: Path, data_root: Path) -> None:
+    for i in range(6, 12):  # more images: four are held out for the tailoring batch
+        Image.fromarray(photo(128, 128, seed=i)).save(data_root / "train" / "synthetic" / f"{i}.png")
+    super_net = Trainer(tiny_ddsnet_recipe("ddsnet-super", 2), tmp_path / "super", data_root)
+    super_net.run()
+    configs = super_net.ema.configs
+    shares = [super_net.ema.width_of(c) for c in configs]
+    assert configs.shape == (4, 3) and shares == sorted(shares) and shares[-1] == 1.0
+    assert int(configs.min()) >= 8 and shares[0] < 1.0
+    exported = tmp_path / "super" / "ddsnet-super.safetensors"
+
+    gate = Trainer(tiny_ddsnet_recipe("ddsnet", 2), tmp_path / "gate", data_root)
+    gate.init_from(exported)
+    assert gate.step == 0 and torch.equal(gate.model.configs, configs)  # a new schedule, the tailored widths
+    before = {k: v.clone() for k, v in gate.model.state_dict().items()}
+    gate.run()
+    after = gate.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("gate.") for k in changed)
+
+
+def test_gate_labels_pick_the_cheapest_sub_network_when_all_are_equal() -> None:
+    net = registry.build("ddsnet", channels=16, blocks=1)
+    torch.nn.init.zeros_(net.tail.weight)
+    torch.nn.init.zeros_(net.tail.bias)  # every configuration now returns its input
+    noisy, clean = torch.rand(3, 3, 16, 16), torch.rand(3, 3, 16, 16)
+    assert easy_or_hard_labels(net, noisy, clean).tolist() == [0, 0, 0]

@@ -72,6 +72,9 @@ class Trainer:
             self.companion = registry.build(arch, **args).to(memory_format=torch.channels_last)
         self.objective = OBJECTIVES[recipe.objective]
         self.loss = pixel_loss(recipe.loss)
+        if recipe.trainable:
+            for name, param in self.model.named_parameters():
+                param.requires_grad_(name.startswith(recipe.trainable))
         params = list(self.model.parameters()) + (list(self.companion.parameters()) if self.companion else [])
         self.opt = torch.optim.AdamW(params, lr=recipe.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(seed)
@@ -132,8 +135,9 @@ class Trainer:
         weights.load_into(self.model, path)
         weights.load_into(self.ema, path)
         card = weights.read_card(path)
-        self.step = self.restart = int(card.get("steps", 0))
-        self.seconds = float(card.get("train_seconds", 0))
+        if card.get("name") == self.recipe.model:  # the same model trained further: continue its schedule
+            self.step = self.restart = int(card.get("steps", 0))
+            self.seconds = float(card.get("train_seconds", 0))
         log.info("initialised from %s (step %d)", path, self.step)
 
     # -- steps -----------------------------------------------------------------------
@@ -142,7 +146,7 @@ class Trainer:
         inputs, target = self.recipe.degrade(clean, self.generator)
         inputs = inputs.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, precision):
-            loss = self.objective(self.model, self.companion, inputs, target, self.loss)
+            loss = self.objective(self.model, self.companion, inputs, target, self.loss, self.generator)
         loss.backward()
         return loss.item()
 
@@ -259,4 +263,6 @@ class Trainer:
                 break
             tick = time.monotonic()
         self.save_checkpoint()
+        if self.recipe.finish is not None and self.step >= self.recipe.steps:
+            self.recipe.finish(self)
         self.export(self.out_dir / f"{self.recipe.model}.safetensors")

@@ -3,6 +3,8 @@
 ``restore`` is the plain image-to-image loss. ``dual_regression`` is DRN's: the primal
 network's output at every scale against the target resized to that scale, plus 0.1 times
 the dual networks' mapping of each output back down one 2x step (Guo et al., CVPR 2020).
+``sandwich`` trains a slimmable super network (DDS-Net stage 1); ``width_gate`` trains its
+gate to pick the cheapest sub-network that is as good as the largest (stage 3).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.ddsnet import CHANNEL_STEP
 from .degrade import imresize
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Objective = Callable[[nn.Module, nn.Module | None, torch.Tensor, torch.Tensor, Loss], torch.Tensor]
+Objective = Callable[[nn.Module, nn.Module | None, torch.Tensor, torch.Tensor, Loss, torch.Generator], torch.Tensor]
 
 DUAL_WEIGHT = 0.1  # lambda in L_P + lambda * L_D (DRN and DRC code, --dual_weight)
 
@@ -32,7 +35,12 @@ def pixel_loss(name: str) -> Loss:
 
 
 def restore(
-    model: nn.Module, companion: nn.Module | None, inputs: torch.Tensor, target: torch.Tensor, loss: Loss
+    model: nn.Module,
+    companion: nn.Module | None,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss: Loss,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     return loss(model(inputs).float(), target)
 
@@ -48,7 +56,12 @@ def scale_pyramid(inputs: torch.Tensor, target: torch.Tensor, levels: int) -> li
 
 
 def dual_regression(
-    model: nn.Module, dual: nn.Module | None, inputs: torch.Tensor, target: torch.Tensor, loss: Loss
+    model: nn.Module,
+    dual: nn.Module | None,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss: Loss,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     if dual is None:
         raise ValueError("the dual_regression objective needs the recipe's dual networks as companion")
@@ -60,4 +73,60 @@ def dual_regression(
     return primal + DUAL_WEIGHT * dual_term
 
 
-OBJECTIVES: dict[str, Objective] = {"restore": restore, "dual_regression": dual_regression}
+def random_config(model: nn.Module, generator: torch.Generator) -> list[int]:
+    """One width per layer group, each drawn uniformly from the allowed channel counts."""
+    low, high, step = int(model.configs[0].min()), model.channels, CHANNEL_STEP
+    counts = torch.randint(0, (high - low) // step + 1, (model.configs.shape[1],), generator=generator)
+    return [low + step * int(c) for c in counts]
+
+
+def sandwich(
+    model: nn.Module,
+    companion: nn.Module | None,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss: Loss,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The sandwich rule (US-Nets, DS-Net): the largest, the smallest and two random
+    per-layer configurations each step, so every prefix of every layer learns to work."""
+    largest = [model.channels] * model.configs.shape[1]
+    configs = [largest, model.configs[0].tolist(), random_config(model, generator), random_config(model, generator)]
+    return sum(loss(model(inputs, config=c).float(), target) for c in configs) / len(configs)
+
+
+GATE_TOLERANCE_DB = 0.05
+"""A sub-network is good enough for an image when it is at most this far below the largest."""
+
+
+def easy_or_hard_labels(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per image, the cheapest configuration within GATE_TOLERANCE_DB of the largest (online labels)."""
+    with torch.no_grad():
+        scores = []
+        for config in model.configs:
+            out = model(inputs, config=config).float().clamp(0, 1)
+            mse = ((out - target) ** 2).flatten(1).mean(dim=1).clamp_min(1e-12)
+            scores.append(-10.0 * torch.log10(mse))
+        psnr = torch.stack(scores, dim=1)  # (N, choices), cheapest first
+        good = psnr >= psnr[:, -1:] - GATE_TOLERANCE_DB
+        return good.float().argmax(dim=1)  # the first good one
+
+
+def width_gate(
+    model: nn.Module,
+    companion: nn.Module | None,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss: Loss,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    labels = easy_or_hard_labels(model, inputs, target)
+    return F.cross_entropy(model.gate(inputs).float(), labels)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "restore": restore,
+    "dual_regression": dual_regression,
+    "sandwich": sandwich,
+    "width_gate": width_gate,
+}

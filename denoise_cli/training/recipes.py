@@ -58,13 +58,17 @@ class Recipe:
     """Key in objectives.OBJECTIVES."""
     companion: tuple[str, dict[str, Any]] | None = None
     """(architecture, arguments) of a training-only network the objective uses, e.g. DRN's duals."""
+    trainable: str | None = None
+    """Train only parameters whose name starts with this (e.g. DDS-Net's gate); None: all."""
+    finish: Callable[[Any], None] | None = None
+    """A step after the last training step, given the Trainer (e.g. DDS-Net's channel tailoring)."""
     holdout: int = 12
     """Training images kept apart for the monitoring curve."""
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able part, stored in the weights card."""
-        skip = {"degrade", "monitor"}
+        skip = {"degrade", "monitor", "finish"}
         out = {k: v for k, v in asdict(self).items() if k not in skip}
         out["monitor"] = list(self.monitor)
         return out
@@ -106,6 +110,12 @@ def panet_recipe(model: str, arch_args: dict[str, Any], degrade: Degrade, notes:
         notes=PANET_NOTES + notes,
         **{"patch": 64, "batch": 16, "steps": 10000, "lr": 2e-4, **schedule},
     )
+
+
+def _tailor(trainer: Any) -> None:
+    from .ddsnet import tailor_trainer
+
+    tailor_trainer(trainer)
 
 
 def drn_recipe(scale: int, channels: int, blocks: int, **schedule: Any) -> Recipe:
@@ -171,6 +181,49 @@ RECIPES: dict[str, Recipe] = {
         [
             "blind AWGN, sigma uniform in [0, 55], like mallenet (the paper trains one model per sigma)",
             "predicts the residual (image skip) and runs its body at half resolution (space-to-depth)",
+        ],
+    ),
+    # DDS-Net: stage 1 trains the slimmable super network with the sandwich rule and its
+    # finish step tailors the per-layer widths (stage 2); stage 3 trains only the gate.
+    "ddsnet-super": Recipe(
+        model="ddsnet-super",
+        arch="ddsnet",
+        arch_args={"channels": 64, "blocks": 8},
+        train_dirs=["train/bsds400", "train/t91"],
+        degrade=awgn((0.0, 55.0)),
+        monitor={"sigma15": awgn((15.0, 15.0)), "sigma50": awgn((50.0, 50.0))},
+        objective="sandwich",
+        finish=_tailor,
+        patch=96,
+        batch=16,
+        steps=8000,
+        lr=5e-4,
+        notes=[
+            "super network: space-to-depth, 8 residual blocks of 64 channels, every conv slimmable to a"
+            " prefix of its channels (multiples of 8, at least 16)",
+            "sandwich rule: largest, smallest and two random per-layer configurations each step",
+            "finish: progressive channel tailoring on held-out training crops at sigma 5-50 into"
+            " sub-networks at 25/50/75% of the full MACs",
+        ],
+    ),
+    "ddsnet": Recipe(
+        model="ddsnet",
+        arch="ddsnet",
+        arch_args={"channels": 64, "blocks": 8},
+        train_dirs=["train/bsds400", "train/t91"],
+        degrade=awgn((0.0, 55.0)),
+        monitor={"sigma15": awgn((15.0, 15.0)), "sigma50": awgn((50.0, 50.0))},
+        objective="width_gate",
+        trainable="gate.",
+        patch=96,
+        batch=16,
+        steps=1500,
+        lr=1e-3,
+        warmup=100,
+        notes=[
+            "stage 3: only the gate trains (start from the tailored super network with --init);"
+            " its label per patch is the cheapest sub-network within 0.05 dB of the largest,"
+            " measured online on that patch",
         ],
     ),
 }

@@ -1,0 +1,83 @@
+"""DDS-Net stage 2: progressive channel tailoring of the trained super network.
+
+Starting from the full configuration, each round tries taking CHANNEL_STEP channels off
+every layer group (the residual stream, or one block's inside), keeps the cut that loses
+the least PSNR per MAC saved on held-out training crops, and records the configuration
+each time the network first falls under a target share of the full MACs. One pass gives
+every sub-network, cheapest first; they replace the super network's uniform widths.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..metrics import psnr
+from ..models.ddsnet import CHANNEL_STEP
+from .degrade import add_gaussian_noise
+
+log = logging.getLogger("denoise.train")
+
+MAC_SHARES = (0.25, 0.5, 0.75)
+"""The sub-networks tailoring keeps, as shares of the full network's MACs (plus the full one)."""
+TAILOR_SIGMAS = (5.0, 15.0, 25.0, 35.0, 50.0)
+"""Noise levels of the tailoring batch: each crop gets every level, so cuts are judged on easy and hard inputs."""
+
+
+def tailoring_batch(clean: torch.Tensor, seed: int = 4321) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out crops at every TAILOR_SIGMAS level, fixed noise."""
+    generator = torch.Generator().manual_seed(seed)
+    noisy = [add_gaussian_noise(clean, (s, s), generator)[0] for s in TAILOR_SIGMAS]
+    return torch.cat(noisy), clean.repeat(len(TAILOR_SIGMAS), 1, 1, 1)
+
+
+@torch.no_grad()
+def tailor(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor, targets: tuple[float, ...]) -> list[list[int]]:
+    """Configurations at (at most) each target share of the full MACs, found by greedy narrowing."""
+    model.eval()
+    config = [model.channels] * model.configs.shape[1]
+    floor = int(model.configs[0].min())  # the narrowest width the sandwich rule trained
+
+    def score(candidate: list[int]) -> float:
+        return psnr(model(noisy, config=candidate).float().clamp(0, 1), clean)
+
+    current = score(config)
+    found: dict[float, list[int]] = {}
+    pending = sorted(targets, reverse=True)
+    while pending:
+        best: tuple[float, list[int], float] | None = None
+        for group in range(len(config)):
+            if config[group] - CHANNEL_STEP < floor:
+                continue
+            trial = list(config)
+            trial[group] -= CHANNEL_STEP
+            value = score(trial)
+            saved = model.width_of(config) - model.width_of(trial)
+            cost = (current - value) / saved
+            if best is None or cost < best[0]:
+                best = (cost, trial, value)
+        if best is None:  # every group at the floor: the remaining targets get the narrowest network
+            for target in pending:
+                found[target] = list(config)
+            break
+        _, config, current = best
+        while pending and model.width_of(config) <= pending[0]:
+            target = pending.pop(0)
+            found[target] = list(config)
+            log.info("tailored %.2f of the MACs: %s, %.2f dB", model.width_of(config), config, current)
+    return [found[t] for t in sorted(found)]
+
+
+def tailor_trainer(trainer: Any) -> None:
+    """The recipe's finish step: tailor the EMA and raw weights' configurations in place."""
+    if trainer.monitor_clean is None:
+        raise ValueError("channel tailoring needs held-out crops (recipe.holdout > 0)")
+    crops = trainer.monitor_clean[..., 32:96, 32:96]  # 64 px centres keep the search to minutes
+    noisy, clean = tailoring_batch(crops)
+    for net in (trainer.ema, trainer.model):
+        configs = tailor(net, noisy, clean, MAC_SHARES)
+        configs.append([net.channels] * net.configs.shape[1])
+        net.configs.copy_(torch.tensor(configs, dtype=torch.int64))
