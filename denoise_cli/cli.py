@@ -45,6 +45,12 @@ class Console:
             click.echo(result.output)
         elif result.status is Status.PLANNED:
             click.echo(f"{result.input} -> {result.output}")
+        if result.status is Status.OK and "width" in result.facts and not self.json_lines:
+            facts = result.facts
+            self.note(
+                f"{result.input}: width {facts['width']:.2f}"
+                f" ({facts['macs'] / 1e9:.1f} of {facts['macs_full'] / 1e9:.1f} GMACs)"
+            )
         if result.status is Status.FAILED and not result.aborted:
             self.error(f"{result.input}: {result.error}")
         elif result.status is Status.SKIPPED and self.verbose:
@@ -170,6 +176,9 @@ def run_task(task: Task, **opts: Any) -> None:
     report = _run_with_progress(task, model, jobs, opts, console, stdout_busy)
     if not opts["quiet"]:
         console.note(report.summary())
+        widths = [r.facts["width"] for r in report.results if r.status is Status.OK and "width" in r.facts]
+        if widths:
+            console.note(f"average width {sum(widths) / len(widths):.2f} of the full network's MACs")
     sys.exit(report.exit_code)
 
 
@@ -202,7 +211,12 @@ def _run_with_progress(
     def make_enhancer() -> Enhancer:
         try:
             return Enhancer(
-                model, device=opts["device"], precision=opts["precision"], tile=opts["tile"], overlap=opts["overlap"]
+                model,
+                device=opts["device"],
+                precision=opts["precision"],
+                tile=opts["tile"],
+                overlap=opts["overlap"],
+                width=opts.get("width"),
             )
         except (WeightsError, RuntimeError, ValueError) as e:
             raise batch.BatchAbort(str(e)) from None
@@ -244,6 +258,14 @@ def _make_command(task: Task) -> click.Command:
     def command(**opts: Any) -> None:
         run_task(task, **opts)
 
+    if task.widths:
+        command = click.option(
+            "--width",
+            type=click.FloatRange(0.0, 1.0, min_open=True),
+            default=None,
+            help="Slimmable models (ddsnet): run the sub-network with this share of the full MACs"
+            " (0.25, 0.5, 0.75, 1) instead of letting the gate choose per image.",
+        )(command)
     if task.patterns:
         command = click.option(
             "--pattern",

@@ -53,6 +53,8 @@ class Enhancer:
     """Tile side in input pixels; 0 = whole image; None = chosen from image size and memory."""
     overlap: int | None = None
     weights_path: Path | None = None
+    width: float | None = None
+    """Slimmable models: run the sub-network with this share of the full MACs (else the gate picks)."""
     facts: dict[str, Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,11 +65,24 @@ class Enhancer:
         if self.torch_device.type == "cpu":
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.torch_device)
+        if self.width is not None:
+            self._force_width(self.width)
         if self.overlap is None:
             self.overlap = self.card.overlap
         self.precision = self._choose_precision(self.precision)
         self.facts = {"model": self.name, "device": str(self.torch_device), "precision": self.precision}
         log.info("model %s on %s (%s), precision %s", self.name, self.torch_device, cpu_name(), self.precision)
+
+    def _force_width(self, width: float) -> None:
+        shares = getattr(self.model, "shares", None)
+        if shares is None:
+            raise ValueError(f"model {self.name} has one width; --width is for slimmable models (ddsnet)")
+        options = shares()
+        index = min(range(len(options)), key=lambda i: abs(options[i] - width))
+        if abs(options[index] - width) > 0.1:
+            shown = ", ".join(f"{s:.2f}" for s in options)
+            raise ValueError(f"model {self.name} has no sub-network near width {width:g} (it has {shown})")
+        self.model.use(index)
 
     def _choose_precision(self, requested: str) -> str:
         if requested != "auto":
@@ -124,6 +139,9 @@ class Enhancer:
         the whole image (space-to-depth pyramids and kernel grids stay aligned).
         """
         height, width = image.shape[-2:]
+        decide = getattr(self.model, "decide", None)
+        if decide is not None:  # a whole-image choice (DDS-Net's width) that every tile then follows
+            self.facts.update(decide(image.to(self.torch_device)))
         tile = self.tile if self.tile is not None else self.auto_tile(height, width)
         limit = self.card.max_tile
         if limit and (tile <= 0 or tile > limit) and max(height, width) > limit:

@@ -120,6 +120,8 @@ class Task:
     """File suffixes taken from folders (default: the image formats)."""
     patterns: bool = False
     """Offer ``--pattern`` (the CFA layout of single-channel mosaics)."""
+    widths: bool = False
+    """Offer ``--width`` (slimmable models: force a sub-network instead of the gate's choice)."""
 
 
 TASKS: dict[str, Task] = {
@@ -134,6 +136,7 @@ TASKS: dict[str, Task] = {
             "  denoise denoise photo.jpg              # writes photo_denoised.jpg\n"
             "  denoise denoise shots/ -r -o clean/    # a folder tree into clean/\n"
             "  denoise denoise - -o - < in.png > out.png",
+            widths=True,
         ),
         Task(
             "sr",

@@ -48,10 +48,11 @@ def test_sub_networks_share_weights_with_the_largest() -> None:
 def test_the_gate_picks_per_image_and_a_forced_choice_wins() -> None:
     net = DDSNet(channels=16, blocks=2).eval()
     image = torch.rand(1, 3, 64, 64)
-    choice = net.decide(image)
-    assert 0 <= choice < net.choices and net.active == choice
+    facts = net.decide(image)
+    assert 0 <= net.active < net.choices and facts["width"] == pytest.approx(net.shares()[net.active], abs=1e-3)
+    assert facts["macs"] == round(net.macs_per_pixel(net.configs[net.active]) * 64 * 64) <= facts["macs_full"]
     net.use(0)
-    assert net.active == 0
+    assert net.decide(image)["width"] == pytest.approx(net.shares()[0], abs=1e-3) and net.active == 0
     with pytest.raises(ValueError, match="does not exist"):
         net.use(net.choices)
 
@@ -60,3 +61,47 @@ def test_gate_costs_under_a_percent_of_the_smallest_sub_network() -> None:
     net = DDSNet().eval()
     gate = count_macs(net.gate, 256, 256) / (256 * 256)
     assert gate < 0.01 * net.macs_per_pixel(net.configs[0])
+
+
+@pytest.fixture
+def tiny_ddsnet(tmp_path, monkeypatch: pytest.MonkeyPatch) -> str:
+    from denoise_cli import registry, weights
+
+    args = {"channels": 16, "blocks": 2}
+    torch.manual_seed(0)
+    net = DDSNet(**args)
+    net.configs.copy_(torch.tensor([[8, 8, 8], [8, 16, 16], [16, 8, 16], [16, 16, 16]]))
+    weights.save(net, tmp_path / "w" / "ddsnet-tiny.safetensors", {"arch_args": args})
+    card = registry.ModelCard("ddsnet-tiny", "denoise", "ddsnet", "test", "test", overlap=16, tile_multiple=2)
+    monkeypatch.setitem(registry.CARDS, "ddsnet-tiny", card)
+    monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(tmp_path / "w"))
+    return "ddsnet-tiny"
+
+
+def test_cli_reports_width_and_macs_per_image_and_the_average(tiny_ddsnet: str, images) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from denoise_cli.cli import main
+
+    forced = CliRunner().invoke(main, ["denoise", str(images), "--model", tiny_ddsnet, "--width", "1", "--json"])
+    assert forced.exit_code == 0, forced.stderr
+    records = [json.loads(line) for line in forced.stdout.splitlines()]
+    assert len(records) == 3 and all(r["width"] == 1.0 and r["macs"] == r["macs_full"] > 0 for r in records)
+    gated = CliRunner().invoke(main, ["denoise", str(images), "--model", tiny_ddsnet, "--on-exists", "overwrite"])
+    assert gated.exit_code == 0 and "average width" in gated.stderr
+    assert gated.stderr.count("GMACs)") == 3
+    wrong = CliRunner().invoke(
+        main, ["denoise", str(images), "--model", tiny_ddsnet, "--width", "0.1", "--on-exists", "overwrite"]
+    )
+    assert wrong.exit_code == 1 and "no sub-network near width 0.1" in wrong.stderr
+
+
+def test_width_is_refused_for_models_with_one_width(tiny_weights, images) -> None:
+    from click.testing import CliRunner
+
+    from denoise_cli.cli import main
+
+    result = CliRunner().invoke(main, ["denoise", str(images), "--width", "0.5"])
+    assert result.exit_code == 1 and "--width is for slimmable models" in result.stderr

@@ -86,6 +86,9 @@ class DDSNet(nn.Module):
     ``use(index)``, else the one the gate chose in ``decide(image)``, else the largest.
     """
 
+    gate_side = 1024
+    """The gate looks at (at most) this centre crop, so deciding stays cheap on huge images."""
+
     def __init__(self, channels: int = 64, blocks: int = 8, gate_hidden: int = 16) -> None:
         super().__init__()
         self.channels, self.blocks = channels, blocks
@@ -96,22 +99,40 @@ class DDSNet(nn.Module):
         self.register_buffer("configs", torch.tensor(rows, dtype=torch.int64))
         self.gate = WidthGate(len(WIDTHS), gate_hidden)
         self.active: int | None = None
+        self.forced: int | None = None
 
     @property
     def choices(self) -> int:
         return self.configs.shape[0]
 
     def use(self, index: int | None) -> None:
-        """Run sub-network ``index`` (0 = cheapest) until told otherwise; None = the gate decides."""
+        """Run sub-network ``index`` (0 = cheapest) for every image; None = the gate decides."""
         if index is not None and not 0 <= index < self.choices:
             raise ValueError(f"sub-network {index} does not exist (0..{self.choices - 1})")
-        self.active = index
+        self.forced = self.active = index
 
     @torch.no_grad()
-    def decide(self, image: torch.Tensor) -> int:
-        """Let the gate pick the sub-network for this whole image; later forwards (tiles) use it."""
-        self.active = int(self.gate(image).argmax(dim=1)[0])
-        return self.active
+    def decide(self, image: torch.Tensor) -> dict[str, float]:
+        """Pick the sub-network for this whole image (the gate, unless one is forced); the
+        following forwards, e.g. its tiles, run it. Returns its share of the full MACs and
+        the MACs it spends on this image against the full network's."""
+        if self.forced is None:
+            h, w = image.shape[-2:]
+            top, left = max(0, (h - self.gate_side) // 2), max(0, (w - self.gate_side) // 2)
+            crop = image[..., top : top + self.gate_side, left : left + self.gate_side]
+            self.active = int(self.gate(crop.float()).argmax(dim=1)[0])
+        config = self.configs[self.active]
+        pixels = image.shape[-2] * image.shape[-1]
+        full = [self.channels] * (self.blocks + 1)
+        return {
+            "width": round(self.width_of(config), 3),
+            "macs": round(self.macs_per_pixel(config) * pixels),
+            "macs_full": round(self.macs_per_pixel(full) * pixels),
+        }
+
+    def shares(self) -> list[float]:
+        """Each sub-network's share of the full network's MACs, cheapest first."""
+        return [self.width_of(c) for c in self.configs]
 
     def set_config(self, config: list[int] | torch.Tensor) -> None:
         """Apply one channel configuration: stream width, then each block's inner width."""
