@@ -338,6 +338,27 @@ def models_command(json_lines: bool) -> None:
     RichConsole(soft_wrap=False).print(table)
 
 
+def _variants(enhancer: Any, model: str) -> dict[str, Any]:
+    """The methods eval scores for one model: itself, or for a slimmable model its gate and
+    each of its sub-networks."""
+    shares = getattr(enhancer.model, "shares", None)
+    if shares is None:
+        return {model: enhancer}
+
+    def forced(index: int | None) -> Any:
+        def run(x: Any) -> Any:
+            enhancer.model.use(index)
+            return enhancer(x)
+
+        run.facts = enhancer.facts  # type: ignore[attr-defined]
+        return run
+
+    methods = {f"{model} (gate)": forced(None)}
+    for index, share in enumerate(shares()):
+        methods[f"{model} width {share:.2f}"] = forced(index)
+    return methods
+
+
 @main.command("eval")
 @click.option("--model", required=True, help="Model to score.")
 @click.option(
@@ -368,6 +389,9 @@ def models_command(json_lines: bool) -> None:
     default=(10, 20, 30, 40),
     show_default=True,
     help="Deblocking: JPEG qualities to encode at; repeatable.",
+)
+@click.option(
+    "--mixed", is_flag=True, help="Also a setting where each image gets one of sigma 5, 15, 25, 50 (fixed by name)."
 )
 @click.option("--baseline", is_flag=True, help="Also score CBM3D (needs the optional `bm3d` package).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="CBM3D processes at once.")
@@ -426,10 +450,9 @@ def eval_command(
             rows += evaluate_deblock(enhancer, model, Path(data), list(opts["qualities"]), **subset)
             continue
         rows += evaluate_model(
-            enhancer,
-            model,
+            _variants(enhancer, model),
             Path(data),
-            all_sigmas,
+            all_sigmas + (["mixed"] if opts["mixed"] else []),
             crop=opts["crop"],
             limit=opts["limit"],
             baseline=opts["baseline"],

@@ -158,26 +158,35 @@ class EvalRow:
     note: str = ""
 
 
+MIXED_SIGMAS = (5.0, 15.0, 25.0, 50.0)
+"""The ``mixed`` setting gives each image one of these levels, fixed by its name."""
+
+
+def sigma_for(name: str, sigma: float | str) -> float:
+    return MIXED_SIGMAS[noise_seed(name, 0) % len(MIXED_SIGMAS)] if sigma == "mixed" else float(sigma)
+
+
 def evaluate_model(
-    run: Callable[[torch.Tensor], torch.Tensor],
-    method: str,
+    methods: dict[str, Callable[[torch.Tensor], torch.Tensor]],
     data: Path,
-    sigmas: list[float],
+    sigmas: list[float | str],
     crop: int | None = None,
     limit: int | None = None,
     baseline: bool = False,
     jobs: int = 1,
 ) -> list[EvalRow]:
-    """Score ``run`` (noisy (1,3,H,W) -> clean) on ``data``; sigma rows, or one row for pairs.
+    """Score each method (noisy (1,3,H,W) -> clean) on ``data``; sigma rows, or one row for pairs.
 
-    The CBM3D baseline sees exactly the same noisy inputs; ``jobs`` runs that many CBM3D
-    processes at once (each is single-threaded).
+    A sigma of ``"mixed"`` gives each image a level from MIXED_SIGMAS. A method whose
+    ``facts`` report a ``width`` (DDS-Net) gets its mean width in the row's note. The CBM3D
+    baseline sees exactly the same noisy inputs; ``jobs`` runs that many CBM3D processes at
+    once (each is single-threaded).
     """
     rows: list[EvalRow] = []
     paired = list(pairs(data))
     if paired:
         items = paired[:limit] if limit else paired
-        settings: list[float | None] = [None]
+        settings: list[float | str | None] = [None]
     else:
         clean_files = list_images([data])
         items = [(f.name, None, f) for f in (clean_files[:limit] if limit else clean_files)]
@@ -190,17 +199,30 @@ def evaluate_model(
                 noisy = center_crop(load(noisy_path), crop)
             else:
                 assert sigma is not None
-                noisy = add_noise(clean, sigma, noise_seed(name, sigma))
+                level = sigma_for(name, sigma)
+                noisy = add_noise(clean, level, noise_seed(name, level))
             cases.append((name, clean, noisy))
-        setting = data.name if sigma is None else f"{data.name} sigma {sigma:g}"
+        if sigma is None:
+            setting = data.name
+        elif sigma == "mixed":
+            setting = f"{data.name} sigma mixed"
+        else:
+            setting = f"{data.name} sigma {float(sigma):g}"
 
-        noisy_score, ours = Score(), Score()
-        start = time.perf_counter()
+        noisy_score = Score()
         for _, clean, noisy in cases:
             noisy_score.add(quantize(noisy), clean)
-            ours.add(quantize(run(noisy)), clean)
         rows.append(EvalRow(setting, "input (noisy)", *noisy_score.mean(), len(noisy_score.psnr), 0.0))
-        rows.append(EvalRow(setting, method, *ours.mean(), len(ours.psnr), time.perf_counter() - start))
+        for method, run in methods.items():
+            ours, widths = Score(), []
+            start = time.perf_counter()
+            for _, clean, noisy in cases:
+                ours.add(quantize(run(noisy)), clean)
+                width = getattr(run, "facts", {}).get("width")
+                if width is not None:
+                    widths.append(width)
+            note = f"mean width {np.mean(widths):.3f}" if widths else ""
+            rows.append(EvalRow(setting, method, *ours.mean(), len(ours.psnr), time.perf_counter() - start, note))
         if baseline:
             rows.append(_baseline_row(cases, setting, data.name, sigma, crop, jobs))
     return rows
@@ -305,7 +327,7 @@ def _baseline_row(
     cases: list[tuple[str, torch.Tensor, torch.Tensor]],
     setting: str,
     data_name: str,
-    sigma: float | None,
+    sigma: float | str | None,
     crop: int | None,
     jobs: int,
 ) -> EvalRow:
@@ -314,8 +336,8 @@ def _baseline_row(
     def one(case: tuple[str, torch.Tensor, torch.Tensor]) -> np.ndarray | None:
         name, _, noisy = case
         arr = noisy[0].permute(1, 2, 0).numpy()
-        level = sigma if sigma is not None else estimate_sigma(arr)
-        key = f"{data_name}-{name}-{'real' if sigma is None else f'{sigma:g}'}-{crop or 0}"
+        level = sigma_for(name, sigma) if sigma is not None else estimate_sigma(arr)
+        key = f"{data_name}-{name}-{'real' if sigma is None else f'{level:g}'}-{crop or 0}"
         return cbm3d(arr, level, key)
 
     start = time.perf_counter()
@@ -359,7 +381,8 @@ def save_metrics(enhancer: Any, rows: list[EvalRow], precision: str) -> None:
         ]
         if drops:
             metrics["bf16_psnr_drop_db"] = round(max(drops), 3)
-    ours = {k: v for k, v in metrics.get("fp32", {}).items() if k.endswith(f"| {enhancer.name}")}
+    mine = (f"| {enhancer.name}", f"| {enhancer.name} (gate)")
+    ours = {k: v for k, v in metrics.get("fp32", {}).items() if k.endswith(mine)}
     headline = [f"{k.split(' | ')[0].replace('sigma ', 's')}: {v['psnr']:.2f}" for k, v in ours.items()]
     metrics["summary"] = ", ".join(headline[:4])
     fresh = registry.build_from_card(enhancer.name, card).eval()

@@ -105,3 +105,23 @@ def test_width_is_refused_for_models_with_one_width(tiny_weights, images) -> Non
 
     result = CliRunner().invoke(main, ["denoise", str(images), "--width", "0.5"])
     assert result.exit_code == 1 and "--width is for slimmable models" in result.stderr
+
+
+def test_eval_scores_the_gate_and_every_sub_network_on_mixed_noise(tiny_ddsnet: str, images) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from denoise_cli.cli import main
+
+    args = ["eval", "--model", tiny_ddsnet, "--data", str(images), "--sigma", "25", "--mixed", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    settings = sorted({r["setting"] for r in rows})
+    assert settings == ["in sigma 25", "in sigma mixed"]
+    methods = [r["method"] for r in rows if r["setting"] == "in sigma mixed"]
+    assert methods[:2] == ["input (noisy)", f"{tiny_ddsnet} (gate)"] and len(methods) == 6
+    gate = next(r for r in rows if r["method"].endswith("(gate)"))
+    assert gate["note"].startswith("mean width ")
+    assert [r["method"] for r in rows if "width" in r["method"]][-1] == f"{tiny_ddsnet} width 1.00"
