@@ -36,6 +36,7 @@ ARCHITECTURES: dict[str, str] = {
     "drn-dual": "denoise_cli.models.drn:DualNet",  # training only: the dual regression companion
     "panet": "denoise_cli.models.panet:PANet",
     "ddsnet": "denoise_cli.models.ddsnet:DDSNet",
+    "pa-edsr": "denoise_cli.models.edsr:PAEDSR",
 }
 
 

@@ -91,3 +91,15 @@ def test_engine_keeps_attention_tiles_within_the_cards_limit(tiny_panet: str) ->
     out = enhancer(torch.rand(1, 3, 256, 256))
     assert out.shape == (1, 3, 256, 256) and torch.isfinite(out).all()
     assert len(seen) > 1 and max(max(s) for s in seen) <= 32
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_pa_edsr_upscales_exactly_and_its_twin_differs_only_by_the_attention(scale: int) -> None:
+    from denoise_cli.models.edsr import PAEDSR
+
+    with_pa, without = PAEDSR(scale, features=16, blocks=2), PAEDSR(scale, features=16, blocks=2, attention=False)
+    assert with_pa(torch.rand(1, 3, 7, 9)).shape == (1, 3, 7 * scale, 9 * scale)
+    attention = next(m for m in with_pa.modules() if isinstance(m, PyramidAttention))
+    extra = sum(p.numel() for p in attention.parameters())
+    assert sum(p.numel() for p in with_pa.parameters()) == sum(p.numel() for p in without.parameters()) + extra
+    assert attention.query[0].out_channels == 16  # narrower than 32 features: no reduction

@@ -78,12 +78,16 @@ class PyramidAttention(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """conv3x3 -> PReLU -> conv3x3, scaled by ``res_scale``, plus input (no normalisation)."""
+    """conv3x3 -> activation -> conv3x3, scaled by ``res_scale``, plus input (no normalisation).
 
-    def __init__(self, channels: int, res_scale: float = 1.0) -> None:
+    PANet's blocks use PReLU; EDSR's (and PA-EDSR's) use ReLU.
+    """
+
+    def __init__(self, channels: int, res_scale: float = 1.0, relu: bool = False) -> None:
         super().__init__()
+        act = nn.ReLU(inplace=True) if relu else nn.PReLU()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.PReLU(), nn.Conv2d(channels, channels, 3, padding=1)
+            nn.Conv2d(channels, channels, 3, padding=1), act, nn.Conv2d(channels, channels, 3, padding=1)
         )
         self.res_scale = res_scale
 

@@ -112,6 +112,23 @@ def panet_recipe(model: str, arch_args: dict[str, Any], degrade: Degrade, notes:
     )
 
 
+def edsr_recipe(scale: int, attention: bool, **schedule: Any) -> Recipe:
+    name = f"{'pa-edsr' if attention else 'edsr'}-x{scale}"
+    return Recipe(
+        model=name,
+        arch="pa-edsr",
+        arch_args={"scale": scale, "features": 64, "blocks": 16, "attention": attention},
+        train_dirs=["train/bsds400", "train/t91"],
+        degrade=bicubic_down(scale),
+        monitor={f"x{scale}": bicubic_down(scale)},
+        notes=[
+            "EDSR-baseline trunk (16 x 64, the paper's 32 x 256 does not train on 2 CPU cores)"
+            + (", pyramid attention after block 8" if attention else ", no attention (the ablation twin)"),
+        ],
+        **{"patch": 64 * scale // 2, "batch": 16, "steps": 12000, "lr": 3e-4, **schedule},
+    )
+
+
 def _tailor(trainer: Any) -> None:
     from .ddsnet import tailor_trainer
 
@@ -226,4 +243,6 @@ RECIPES: dict[str, Recipe] = {
             " measured online on that patch",
         ],
     ),
+    # PA-EDSR and its no-attention twin: same trunk, recipe and steps.
+    **{r.model: r for r in (edsr_recipe(s, a) for s in (2, 4) for a in (True, False))},
 }
