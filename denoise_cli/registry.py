@@ -37,6 +37,7 @@ ARCHITECTURES: dict[str, str] = {
     "panet": "denoise_cli.models.panet:PANet",
     "ddsnet": "denoise_cli.models.ddsnet:DDSNet",
     "pa-edsr": "denoise_cli.models.edsr:PAEDSR",
+    "hyperisp": "denoise_cli.models.hyperisp:RawToRGB",
 }
 
 

@@ -177,3 +177,21 @@ def test_gate_labels_pick_the_cheapest_sub_network_when_all_are_equal() -> None:
     torch.nn.init.zeros_(net.tail.bias)  # every configuration now returns its input
     noisy, clean = torch.rand(3, 3, 16, 16), torch.rand(3, 3, 16, 16)
     assert easy_or_hard_labels(net, noisy, clean).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_builds_degrades_and_scores_a_batch(name: str) -> None:
+    from denoise_cli.training.objectives import OBJECTIVES, pixel_loss
+
+    recipe = RECIPES[name]
+    torch.manual_seed(0)
+    model = registry.build(recipe.arch, **recipe.arch_args)
+    companion = registry.build(recipe.companion[0], **recipe.companion[1]) if recipe.companion else None
+    generator = torch.Generator().manual_seed(0)
+    inputs, target = recipe.degrade(torch.rand(2, 3, recipe.patch, recipe.patch), generator)
+    loss = OBJECTIVES[recipe.objective](model, companion, inputs, target, pixel_loss(recipe.loss), generator)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    for degrade in recipe.monitor.values():
+        monitored, clean = degrade(torch.rand(1, 3, 64, 64), torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            assert model(monitored).shape == clean.shape

@@ -283,6 +283,25 @@ def unprocess(rgb: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tens
     return noisy, clean, params
 
 
+def white_balance_packed(packed: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """Multiply packed (N, 4, h, w) planes R, G1, G2, B by (N, 3, 1, 1) gains (R, G, B)."""
+    per_plane = torch.cat([gains[:, :1], gains[:, 1:2], gains[:, 1:2], gains[:, 2:3]], dim=1)
+    return packed * per_plane.to(packed)
+
+
+def synthetic_raw(srgb: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A RAW-to-RGB training pair: (noisy packed RAW, white-balanced; clean linear RGB, white-balanced).
+
+    The white balance (and digital gain) is applied before the network, as the raw2rgb
+    command applies the file's; the colour matrix, gamma and tone curve come after it.
+    """
+    rgb = _even(_check_rgb(srgb))
+    params = random_camera(generator, rgb.shape[0]).to(rgb.device)
+    noisy, _, linear = _unprocess_with(rgb, params, generator)
+    gains = params.gains().to(rgb)
+    return white_balance_packed(noisy, gains), apply_gains(linear, gains).clamp(0.0, 1.0)
+
+
 # ----------------------------------------------------------------------------- fixed test sets
 
 
