@@ -27,10 +27,13 @@ __all__ = [
     "RAW_SUFFIXES",
     "RawMosaic",
     "RawReadError",
+    "apply_ccm",
+    "apply_gains",
     "bayer_from_picture",
     "demosaic_bilinear",
     "demosaic_malvar",
     "from_rggb_crop",
+    "gamma_compress",
     "is_raw_path",
     "mosaic",
     "pack",
@@ -38,9 +41,11 @@ __all__ = [
     "read_bayer_image",
     "read_raw",
     "rggb_offset",
+    "smoothstep",
     "sparse_rgb",
     "to_rggb",
     "unpack",
+    "white_balance_packed",
 ]
 
 CFA_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
@@ -76,6 +81,40 @@ _KERNEL_NAMES = ("green", "row", "column", "diagonal")
 
 class RawReadError(Exception):
     """A RAW file could not be decoded. The message is one line with the reason; the caller adds the file name."""
+
+
+# ----------------------------------------------------------------------- camera pipeline steps
+# Shared by raw2rgb and the unprocessing that makes its training data.
+
+GAMMA = 2.2
+GAMMA_EPS = 1e-8  # Brooks et al.: the gamma curve is applied to max(x, 1e-8), which keeps its gradient finite.
+
+
+def apply_gains(image: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """Multiply each channel of (N, 3, H, W) by its (N, 3, 1, 1) gain."""
+    return image * gains
+
+
+def apply_ccm(image: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
+    """Apply an (N, 3, 3) colour matrix to every pixel of (N, 3, H, W): out_i = sum_j ccm_ij in_j."""
+    return torch.einsum("nij,njhw->nihw", ccm.to(image.dtype), image)
+
+
+def gamma_compress(linear: torch.Tensor) -> torch.Tensor:
+    """Linear to display values with the paper's gamma curve max(x, eps) ** (1 / 2.2)."""
+    return linear.clamp(min=GAMMA_EPS) ** (1 / GAMMA)
+
+
+def smoothstep(x: torch.Tensor) -> torch.Tensor:
+    """The paper's global tone curve 3x^2 - 2x^3 on [0, 1] (an S-curve that adds mid-tone contrast)."""
+    x = x.clamp(0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def white_balance_packed(packed: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """Multiply packed (N, 4, h, w) planes R, G1, G2, B by (N, 3, 1, 1) gains (R, G, B)."""
+    per_plane = torch.cat([gains[:, :1], gains[:, 1:2], gains[:, 1:2], gains[:, 2:3]], dim=1)
+    return packed * per_plane.to(packed)
 
 
 # ------------------------------------------------------------------------------------ CFA patterns
@@ -243,6 +282,8 @@ class RawMosaic:
     wb_gains: tuple[float, float, float]
     """(R, G, B) multipliers with G = 1: as shot if the file records them, else the camera's daylight
     balance, else (1, 1, 1)."""
+    daylight_gains: tuple[float, float, float] | None
+    """(R, G, B) multipliers for daylight from the camera's colour data (G = 1), or None."""
     black_level: tuple[float, float, float, float]
     """Black level per RGGB site (R, G1, G2, B) in raw units."""
     white_level: int
@@ -311,13 +352,19 @@ def _colour_rows(raw: rawpy.RawPy) -> list[int]:
     return [desc.index(letter) for letter in "RGB"]
 
 
+def _normalised_gains(values: list[float], rgb: list[int]) -> tuple[float, float, float] | None:
+    """(R, G, B) gains with G = 1, or None when LibRaw has no complete set."""
+    r, g, b = (float(values[i]) for i in rgb)
+    return (r / g, 1.0, b / g) if min(r, g, b) > 0 else None
+
+
 def _wb_gains(raw: rawpy.RawPy) -> tuple[float, float, float]:
     """(R, G, B) white-balance gains normalised to G = 1, from the first complete source."""
     rgb = _colour_rows(raw)
     for gains in (raw.camera_whitebalance, raw.daylight_whitebalance):
-        r, g, b = (float(gains[i]) for i in rgb)
-        if min(r, g, b) > 0:
-            return r / g, 1.0, b / g
+        found = _normalised_gains(gains, rgb)
+        if found is not None:
+            return found
     return 1.0, 1.0, 1.0
 
 
@@ -364,6 +411,7 @@ def _to_raw_mosaic(raw: rawpy.RawPy) -> RawMosaic:
         pattern=pattern,
         size=(int(data.shape[0]), int(data.shape[1])),
         wb_gains=_wb_gains(raw),
+        daylight_gains=_normalised_gains(raw.daylight_whitebalance, rgb),
         black_level=(rggb_blacks[0], rggb_blacks[1], rggb_blacks[2], rggb_blacks[3]),
         white_level=int(white),
         xyz_to_camera=_matrix(raw.rgb_xyz_matrix, rgb, None),

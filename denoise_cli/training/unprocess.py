@@ -22,7 +22,17 @@ from pathlib import Path
 
 import torch
 
-from ..raw import mosaic, pack
+from ..raw import (  # the forward pipeline steps live with the RAW code that develops real files
+    GAMMA,
+    GAMMA_EPS,
+    apply_ccm,
+    apply_gains,
+    gamma_compress,
+    mosaic,
+    pack,
+    smoothstep,
+    white_balance_packed,
+)
 from .data import load_rgb
 
 __all__ = [
@@ -73,8 +83,6 @@ INVERSE_DIGITAL_GAIN_CLAMP = (0.4, 1.2)
 SHOT_NOISE_RANGE = (1e-4, 0.012)
 READ_NOISE_FIT = (2.18, 1.20, 0.26)
 
-GAMMA = 2.2
-GAMMA_EPS = 1e-8  # Brooks et al.: the gamma curve is applied to max(x, 1e-8), which keeps its gradient finite.
 HIGHLIGHT_THRESHOLD = 0.9  # Brooks et al.: intensity above which inverse white balance fades out (safe gains).
 
 
@@ -164,30 +172,9 @@ def random_camera(generator: torch.Generator, n: int = 1) -> CameraParams:
 # ------------------------------------------------------------------------------- pipeline steps
 
 
-def apply_gains(image: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
-    """Multiply each channel of (N, 3, H, W) by its (N, 3, 1, 1) gain."""
-    return image * gains
-
-
-def apply_ccm(image: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
-    """Apply an (N, 3, 3) colour matrix to every pixel of (N, 3, H, W): out_i = sum_j ccm_ij in_j."""
-    return torch.einsum("nij,njhw->nihw", ccm.to(image.dtype), image)
-
-
-def gamma_compress(linear: torch.Tensor) -> torch.Tensor:
-    """Linear to display values with the paper's gamma curve max(x, eps) ** (1 / 2.2)."""
-    return linear.clamp(min=GAMMA_EPS) ** (1 / GAMMA)
-
-
 def gamma_expand(display: torch.Tensor) -> torch.Tensor:
     """The inverse of ``gamma_compress``: max(y, eps) ** 2.2."""
     return display.clamp(min=GAMMA_EPS) ** GAMMA
-
-
-def smoothstep(x: torch.Tensor) -> torch.Tensor:
-    """The paper's global tone curve 3x^2 - 2x^3 on [0, 1] (an S-curve that adds mid-tone contrast)."""
-    x = x.clamp(0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 def inverse_smoothstep(y: torch.Tensor) -> torch.Tensor:
@@ -281,12 +268,6 @@ def unprocess(rgb: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tens
     params = random_camera(generator, rgb.shape[0]).to(rgb.device)
     noisy, clean, _ = _unprocess_with(rgb, params, generator)
     return noisy, clean, params
-
-
-def white_balance_packed(packed: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
-    """Multiply packed (N, 4, h, w) planes R, G1, G2, B by (N, 3, 1, 1) gains (R, G, B)."""
-    per_plane = torch.cat([gains[:, :1], gains[:, 1:2], gains[:, 1:2], gains[:, 2:3]], dim=1)
-    return packed * per_plane.to(packed)
 
 
 def synthetic_raw(srgb: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
