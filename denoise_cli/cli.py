@@ -138,8 +138,10 @@ def run_task(task: Task, **opts: Any) -> None:
     setup_logging(opts["verbose"], opts["quiet"])
     console = Console(opts["quiet"], opts["verbose"], opts["json_lines"])
     model = opts["model"] or task.default_model
-    if model is None:
-        console.error(f"'{task.name}' is not built yet: no model for this task ships in this version")
+    classic = opts.get("engine") == "classic"
+    if model is None and not classic:
+        hint = " (--engine classic runs LibRaw's pipeline)" if task.raw_options else ""
+        console.error(f"'{task.name}' is not built yet: no model for this task ships in this version{hint}")
         sys.exit(ExitCode.USAGE)
 
     if not opts["inputs"]:
@@ -147,14 +149,16 @@ def run_task(task: Task, **opts: Any) -> None:
 
     from . import batch, registry
 
-    try:
-        model = registry.resolve(model, opts.get("scale"))
-    except (registry.UnknownModelError, ValueError) as e:
-        raise click.BadParameter(str(e), param_hint="--model") from None
-    card = registry.card(model)
-    if card.task != task.name:
-        raise click.BadParameter(f"model {model!r} is for '{card.task}', not '{task.name}'", param_hint="--model")
-    overlap = card.overlap if opts["overlap"] is None else opts["overlap"]
+    overlap = opts["overlap"] or 0
+    if not classic:
+        try:
+            model = registry.resolve(model, opts.get("scale"))
+        except (registry.UnknownModelError, ValueError) as e:
+            raise click.BadParameter(str(e), param_hint="--model") from None
+        card = registry.card(model)
+        if card.task != task.name:
+            raise click.BadParameter(f"model {model!r} is for '{card.task}', not '{task.name}'", param_hint="--model")
+        overlap = card.overlap if opts["overlap"] is None else opts["overlap"]
     if opts["tile"] and overlap >= opts["tile"]:
         raise click.BadParameter(f"the overlap ({overlap}) must be smaller than the tile", param_hint="--tile")
     try:
@@ -163,7 +167,7 @@ def run_task(task: Task, **opts: Any) -> None:
             opts["output"],
             suffix=opts["suffix"],
             default_suffix=task.suffix,
-            fmt=opts["fmt"],
+            fmt=opts["fmt"] or task.default_format,
             recursive=opts["recursive"],
             suffixes=task.inputs or batch.READABLE_SUFFIXES,
         )
@@ -221,7 +225,13 @@ def _run_with_progress(
         except (WeightsError, RuntimeError, ValueError) as e:
             raise batch.BatchAbort(str(e)) from None
 
-    options = ReadOptions(int(opts["max_pixels"] * 1e6), opts.get("pattern"))
+    options = ReadOptions(
+        int(opts["max_pixels"] * 1e6),
+        pattern=opts.get("pattern"),
+        white_balance=opts.get("wb") or "camera",
+        bits=opts.get("bits") or 16,
+        classic=opts.get("engine") == "classic",
+    )
     process = image_processor(make_enhancer, task.reader, options, opts["quality"], on_tiles)
 
     def on_start(job: batch.Job, index: int) -> None:
@@ -258,6 +268,29 @@ def _make_command(task: Task) -> click.Command:
     def command(**opts: Any) -> None:
         run_task(task, **opts)
 
+    if task.raw_options:
+        command = click.option(
+            "--engine",
+            type=click.Choice(["network", "classic"]),
+            default="network",
+            show_default=True,
+            help="network: the learned pipeline; classic: LibRaw's own (rawpy), as a baseline and fallback.",
+        )(command)
+        command = click.option(
+            "--bits",
+            type=click.Choice(["8", "16"]),
+            default="16",
+            show_default=True,
+            callback=lambda _ctx, _param, value: int(value),
+            help="Bits per sample of PNG/TIFF outputs (JPEG is always 8).",
+        )(command)
+        command = click.option(
+            "--wb",
+            type=click.Choice(["camera", "auto", "daylight"]),
+            default="camera",
+            show_default=True,
+            help="White balance: as shot, grey world, or the camera's daylight balance.",
+        )(command)
     if task.widths:
         command = click.option(
             "--width",

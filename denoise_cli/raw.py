@@ -32,10 +32,12 @@ __all__ = [
     "bayer_from_picture",
     "demosaic_bilinear",
     "demosaic_malvar",
+    "develop_classic",
     "from_rggb_crop",
     "gamma_compress",
     "is_raw_path",
     "mosaic",
+    "orient",
     "pack",
     "pad_to_even",
     "read_bayer_image",
@@ -45,6 +47,7 @@ __all__ = [
     "sparse_rgb",
     "to_rggb",
     "unpack",
+    "white_balance_gains",
     "white_balance_packed",
 ]
 
@@ -433,6 +436,57 @@ def read_raw(path: Path) -> RawMosaic:
         raise
     except Exception as e:  # LibRaw reports malformed files with many error types
         raise RawReadError(_raw_reason(e)) from e
+
+
+WHITE_BALANCES = ("camera", "auto", "daylight")
+
+
+def white_balance_gains(raw: RawMosaic, mode: str) -> tuple[float, float, float]:
+    """(R, G, B) gains for ``mode``: the camera's as-shot balance, grey world on the unclipped
+    sensor data (auto), or the camera's daylight balance (as shot when the file has none)."""
+    if mode == "camera":
+        return raw.wb_gains
+    if mode == "daylight":
+        return raw.daylight_gains or raw.wb_gains
+    if mode != "auto":
+        raise ValueError(f"unknown white balance {mode!r} (use one of: {', '.join(WHITE_BALANCES)})")
+    planes = pack(raw.mosaic)[0]
+    unclipped = (planes < 0.98).all(dim=0)
+    if unclipped.sum() < 16:
+        return raw.wb_gains
+    r, g1, g2, b = (plane[unclipped].mean().item() for plane in planes)
+    green = 0.5 * (g1 + g2)
+    return (green / max(r, 1e-6), 1.0, green / max(b, 1e-6))
+
+
+def develop_classic(path: Path, white_balance: str) -> np.ndarray:
+    """LibRaw's own pipeline (rawpy ``postprocess``): 16-bit sRGB, HxWx3 uint16, orientation applied.
+
+    No automatic brightening, as for the network; the same white-balance modes.
+    """
+    if white_balance not in WHITE_BALANCES:
+        raise ValueError(f"unknown white balance {white_balance!r} (use one of: {', '.join(WHITE_BALANCES)})")
+    try:
+        Path(path).open("rb").close()
+        with rawpy.imread(str(path)) as raw:
+            _bayer_pattern(raw)  # the same refusal of non-Bayer sensors as the network path
+            return raw.postprocess(
+                use_camera_wb=white_balance == "camera",
+                use_auto_wb=white_balance == "auto",
+                output_color=rawpy.ColorSpace.sRGB,
+                output_bps=16,
+                no_auto_bright=True,
+            )
+    except RawReadError:
+        raise
+    except Exception as e:  # LibRaw reports malformed files with many error types
+        raise RawReadError(_raw_reason(e)) from e
+
+
+def orient(image: torch.Tensor, flip: int) -> torch.Tensor:
+    """Apply LibRaw's orientation code to (N, C, H, W): 3 = 180 degrees, 5 = 90 CCW, 6 = 90 CW."""
+    turns = {3: 2, 5: 1, 6: 3}.get(flip, 0)
+    return torch.rot90(image, turns, dims=(2, 3)) if turns else image
 
 
 def read_bayer_image(

@@ -31,12 +31,14 @@ class Prepared:
 
     picture: Picture
     """Template for the output: bit depth, grey or colour, alpha, ICC/EXIF."""
-    tensor: torch.Tensor
-    """The model input, (1, C, h, w)."""
+    tensor: torch.Tensor | None
+    """The model input, (1, C, h, w); None when the reader made the result itself (``done``)."""
     facts: dict[str, Any] = field(default_factory=dict)
     """Per-file facts for the result record (e.g. the estimated JPEG quality)."""
     finish: Callable[[torch.Tensor], torch.Tensor] | None = None
     """Turns the model output into the (1, 3, H, W) image to write (e.g. crops padding)."""
+    done: torch.Tensor | None = None
+    """The (1, 3, H, W) result when no model runs (raw2rgb --engine classic)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class ReadOptions:
     max_pixels: int
     pattern: str | None = None
     """CFA pattern of single-channel mosaics (demosaic); RAW files carry their own."""
+    white_balance: str = "camera"
+    """raw2rgb: camera, auto or daylight."""
+    bits: int = 16
+    """raw2rgb: bits per sample of PNG/TIFF outputs."""
+    classic: bool = False
+    """raw2rgb: LibRaw's own pipeline instead of the network."""
 
 
 Reader = Callable[[Path | bytes, ReadOptions], Prepared]
@@ -102,6 +110,54 @@ def read_mosaic(source: Path | bytes, options: ReadOptions) -> Prepared:
     return Prepared(picture, pack(mosaic), facts, lambda y: from_rggb_crop(y, pattern, size=(height, width)))
 
 
+def read_raw_to_rgb(source: Path | bytes, options: ReadOptions) -> Prepared:
+    """raw2rgb: the file's Bayer data, white-balanced and packed for the network; after it,
+    the file's colour matrix, gamma and tone curve, then its orientation. With the classic
+    engine, LibRaw develops the file and no network runs."""
+    import numpy as np
+    import torch
+
+    from .imageio import ImageReadError, Picture
+    from .raw import (
+        apply_ccm,
+        develop_classic,
+        from_rggb_crop,
+        gamma_compress,
+        orient,
+        pack,
+        read_raw,
+        smoothstep,
+        white_balance_gains,
+        white_balance_packed,
+    )
+
+    if not isinstance(source, Path):
+        raise ImageReadError("RAW files cannot be read from stdin; give the file name")
+    picture = Picture(rgb=np.zeros((0, 0, 3), np.float32), bit_depth=options.bits, format="RAW")
+    facts: dict[str, Any] = {"white_balance": options.white_balance}
+    if options.classic:
+        developed = develop_classic(source, options.white_balance).astype(np.float32) / 65535.0
+        done = torch.from_numpy(developed).permute(2, 0, 1)[None]
+        return Prepared(picture, None, {**facts, "engine": "classic"}, done=done)
+
+    raw = read_raw(source)
+    gains = white_balance_gains(raw, options.white_balance)
+    packed = white_balance_packed(pack(raw.mosaic), torch.tensor(gains).view(1, 3, 1, 1))
+    if raw.camera_to_srgb is None:
+        log.warning("%s: the file has no colour matrix; camera RGB is written as sRGB", source)
+        ccm = torch.eye(3)
+    else:
+        ccm = torch.from_numpy(raw.camera_to_srgb).float()
+
+    def finish(linear: torch.Tensor) -> torch.Tensor:
+        linear = from_rggb_crop(linear, raw.pattern, size=raw.size).clamp(0.0, 1.0)
+        srgb = smoothstep(gamma_compress(apply_ccm(linear, ccm[None]).clamp(0.0, 1.0)))
+        return orient(srgb, raw.flip)
+
+    facts.update(engine="network", pattern=raw.pattern, wb_gains=[round(g, 4) for g in gains])
+    return Prepared(picture, packed, facts, finish)
+
+
 def _name(source: Path | bytes) -> str:
     return "stdin" if isinstance(source, bytes) else str(source)
 
@@ -122,6 +178,10 @@ class Task:
     """Offer ``--pattern`` (the CFA layout of single-channel mosaics)."""
     widths: bool = False
     """Offer ``--width`` (slimmable models: force a sub-network instead of the gate's choice)."""
+    default_format: str | None = None
+    """Output format when --format is not given and the input's own cannot be written."""
+    raw_options: bool = False
+    """Offer ``--wb``, ``--bits`` and ``--engine`` (raw2rgb)."""
 
 
 TASKS: dict[str, Task] = {
@@ -145,7 +205,18 @@ TASKS: dict[str, Task] = {
             "Upscale images (super-resolution) by --scale; alpha is upscaled with bicubic.",
             scales=(2, 4),
         ),
-        Task("raw2rgb", None, "_rgb", "Convert camera RAW files to RGB with a learned pipeline."),
+        Task(
+            "raw2rgb",
+            None,
+            "_rgb",
+            "Develop camera RAW files (DNG, CR2, NEF, ARW, RAF, ORF, KDC, ...) to sRGB: 16-bit TIFF by"
+            " default. The file's white balance (--wb) and colour matrix are applied; nothing is"
+            " brightened automatically. --engine classic uses LibRaw's own pipeline instead.",
+            reader=read_raw_to_rgb,
+            inputs=RAW_SUFFIXES,
+            default_format="tif",
+            raw_options=True,
+        ),
         Task(
             "demosaic",
             None,
@@ -187,15 +258,21 @@ def image_processor(
     state: dict[str, Any] = {}
 
     def process(job: Job) -> dict[str, Any]:
-        if "enhancer" not in state:
-            state["enhancer"] = enhancer_factory()
-        enhancer = state["enhancer"]
         source = sys.stdin.buffer.read() if job.source == STDIO else Path(job.source)
         prepared = reader(source, options)
         picture = prepared.picture
-        y = enhancer(prepared.tensor, progress=tile_progress)
-        if prepared.finish is not None:
-            y = prepared.finish(y)
+        if prepared.done is not None:
+            y, facts = prepared.done, dict(prepared.facts)
+        else:
+            if "enhancer" not in state:
+                state["enhancer"] = enhancer_factory()
+            enhancer = state["enhancer"]
+            y = enhancer(prepared.tensor, progress=tile_progress)
+            if prepared.finish is not None:
+                y = prepared.finish(y)
+            facts = dict(enhancer.facts, **prepared.facts)
+            if enhancer.card.scale > 1:
+                facts["scale"] = enhancer.card.scale
         result = from_chw(picture, y[0].numpy())
         if job.target == STDIO:
             fmt = job.fmt or (picture.format.lower() if picture.format.lower() in FORMATS else "png")
@@ -208,9 +285,6 @@ def image_processor(
         for warning in warnings:
             log.warning("%s: %s", "stdin" if job.source == STDIO else job.source, warning)
         height, width = result.rgb.shape[:2]
-        facts = dict(enhancer.facts, size=[width, height], bit_depth=picture.bit_depth, **prepared.facts)
-        if enhancer.card.scale > 1:
-            facts["scale"] = enhancer.card.scale
-        return facts
+        return dict(facts, size=[width, height], bit_depth=picture.bit_depth)
 
     return process
