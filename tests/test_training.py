@@ -195,3 +195,16 @@ def test_every_recipe_builds_degrades_and_scores_a_batch(name: str) -> None:
         monitored, clean = degrade(torch.rand(1, 3, 64, 64), torch.Generator().manual_seed(1))
         with torch.no_grad():
             assert model(monitored).shape == clean.shape
+
+
+def test_a_finetune_starts_a_new_schedule_and_records_its_parent(tmp_path: Path, data_root: Path) -> None:
+    first = Trainer(tiny_recipe(3), tmp_path / "a", data_root)
+    first.run()
+    tune = Trainer(dataclasses.replace(tiny_recipe(2), loss="l2", lr=1e-5), tmp_path / "b", data_root)
+    tune.init_from(tmp_path / "a" / "mallenet.safetensors", continue_schedule=False)
+    assert tune.step == 0
+    tune.run()
+    card = json.loads((tmp_path / "b" / "mallenet.json").read_text())
+    assert card["steps"] == 2 and card["parent"]["steps"] == 3 and card["recipe"]["loss"] == "l2"
+    resumed = Trainer(tiny_recipe(2), tmp_path / "b", data_root)
+    assert resumed.resume() and resumed.parent == card["parent"]

@@ -22,6 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this long")
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's total steps")
     parser.add_argument("--init", type=Path, default=None, help="start from shipped .safetensors weights")
+    parser.add_argument(
+        "--finetune",
+        action="store_true",
+        help="with --init: a new schedule from step 0 (e.g. a short L2 phase) instead of continuing the old one",
+    )
+    parser.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
+    parser.add_argument("--loss", choices=["l1", "l2", "charbonnier"], default=None, help="override the recipe's loss")
+    parser.add_argument("--warmup", type=int, default=None, help="override the recipe's warm-up steps")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export-only", action="store_true", help="export the checkpoint's best weights and stop")
@@ -31,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     from .loop import Trainer
 
     recipe = RECIPES[args.recipe]
-    if args.steps:
-        recipe.steps = args.steps
+    for name in ("steps", "lr", "loss", "warmup"):
+        if getattr(args, name) is not None:
+            setattr(recipe, name, getattr(args, name))
     trainer = Trainer(recipe, args.out or Path("runs") / args.recipe, args.data, args.seed)
     if args.precision != "auto":
         trainer.precision = args.precision  # a checkpoint that records its precision overrides this
     if not trainer.resume() and args.init:
-        trainer.init_from(args.init)
+        trainer.init_from(args.init, continue_schedule=not args.finetune)
     if args.export_only:
         trainer.export(trainer.out_dir / f"{recipe.model}.safetensors")
         return 0

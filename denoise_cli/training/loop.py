@@ -80,6 +80,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
         self.restart: int | None = None
+        self.parent: dict[str, Any] | None = None
+        """What an --init fine-tune started from (its card's name, steps, time), for the card."""
         self.seconds = 0.0
         self.precision = "fp32"
 
@@ -103,6 +105,7 @@ class Trainer:
             "opt": self.opt.state_dict(),
             "step": self.step,
             "restart": self.restart,
+            "parent": self.parent,
             "seconds": self.seconds,
             "generator": self.generator.get_state(),
             "sampler": self.sampler.rng.bit_generator.state,
@@ -124,20 +127,28 @@ class Trainer:
         self.opt.load_state_dict(state["opt"])
         self.step, self.seconds = state["step"], state["seconds"]
         self.restart = state.get("restart")
+        self.parent = state.get("parent")
         self.generator.set_state(state["generator"])
         self.sampler.rng.bit_generator.state = state["sampler"]
         self.precision = state.get("precision", self.precision)
         log.info("resumed %s at step %d", self.checkpoint_path, self.step)
         return True
 
-    def init_from(self, path: Path) -> None:
-        """Start from shipped weights (EMA only, no optimizer state): a warm restart."""
+    def init_from(self, path: Path, continue_schedule: bool = True) -> None:
+        """Start from shipped weights (no optimizer state is shipped).
+
+        The same model trained further continues its schedule from the card's step count (a
+        warm restart); otherwise, or with ``continue_schedule=False`` (a fine-tuning phase),
+        a new schedule starts at step 0 and the card records what it started from.
+        """
         weights.load_into(self.model, path)
         weights.load_into(self.ema, path)
         card = weights.read_card(path)
-        if card.get("name") == self.recipe.model:  # the same model trained further: continue its schedule
+        if continue_schedule and card.get("name") == self.recipe.model:
             self.step = self.restart = int(card.get("steps", 0))
             self.seconds = float(card.get("train_seconds", 0))
+        else:
+            self.parent = {k: card.get(k) for k in ("name", "steps", "train_seconds", "parent") if card.get(k)}
         log.info("initialised from %s (step %d)", path, self.step)
 
     # -- steps -----------------------------------------------------------------------
@@ -211,6 +222,7 @@ class Trainer:
             "trained_on": cpu_name(),
             "precision": self.precision,
             "recipe": self.recipe.describe(),
+            **({"parent": self.parent} if self.parent else {}),
             "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         which, model, scores = self.best_weights()
