@@ -34,6 +34,7 @@ ARCHITECTURES: dict[str, str] = {
     "mallenet": "denoise_cli.models.mallenet:MalleNet",
     "drn": "denoise_cli.models.drn:DRN",
     "drn-dual": "denoise_cli.models.drn:DualNet",  # training only: the dual regression companion
+    "drc-companion": "denoise_cli.training.drc:DRCCompanion",  # training only: duals + frozen teacher
     "panet": "denoise_cli.models.panet:PANet",
     "ddsnet": "denoise_cli.models.ddsnet:DDSNet",
     "pa-edsr": "denoise_cli.models.edsr:PAEDSR",

@@ -46,3 +46,12 @@ def images(tmp_path: Path) -> Path:
     for i in range(3):
         Image.fromarray(photo(seed=i)).save(folder / f"img{i}.png")
     return folder
+
+
+def tiny_teacher(folder: Path, scale: int = 4, seed: int = 0) -> Path:
+    """A tiny random DRN with its card, standing in for a distillation teacher not trained yet."""
+    torch.manual_seed(seed)
+    arch_args = {"scale": scale, "channels": 4, "blocks": 1}
+    path = folder / "teacher.safetensors"
+    weights.save(registry.build("drn", **arch_args), path, {"name": "teacher", "arch": "drn", "arch_args": arch_args})
+    return path

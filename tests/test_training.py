@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from denoise_cli import registry
+from denoise_cli import registry, weights
 from denoise_cli.training.data import split_holdout
 from denoise_cli.training.degrade import imresize
 from denoise_cli.training.loop import Trainer, lr_at
 from denoise_cli.training.objectives import dual_regression, easy_or_hard_labels, scale_pyramid
 from denoise_cli.training.recipes import RECIPES, bicubic_down
 
-from .conftest import TINY_ARCH, photo
+from .conftest import TINY_ARCH, photo, tiny_teacher
 
 
 @pytest.fixture
@@ -180,13 +180,18 @@ def test_gate_labels_pick_the_cheapest_sub_network_when_all_are_equal() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_every_recipe_builds_degrades_and_scores_a_batch(name: str) -> None:
+def test_every_recipe_builds_degrades_and_scores_a_batch(name: str, tmp_path: Path) -> None:
     from denoise_cli.training.objectives import OBJECTIVES, pixel_loss
 
     recipe = RECIPES[name]
     torch.manual_seed(0)
     model = registry.build(recipe.arch, **recipe.arch_args)
-    companion = registry.build(recipe.companion[0], **recipe.companion[1]) if recipe.companion else None
+    companion = None
+    if recipe.companion:
+        arch, args = recipe.companion
+        if "teacher" in args:  # the real teacher may not be trained yet: a tiny random one of the same scale
+            args = {**args, "teacher": str(tiny_teacher(tmp_path, recipe.arch_args["scale"]))}
+        companion = registry.build(arch, **args)
     generator = torch.Generator().manual_seed(0)
     inputs, target = recipe.degrade(torch.rand(2, 3, recipe.patch, recipe.patch), generator)
     loss = OBJECTIVES[recipe.objective](model, companion, inputs, target, pixel_loss(recipe.loss), generator)
@@ -208,3 +213,18 @@ def test_a_finetune_starts_a_new_schedule_and_records_its_parent(tmp_path: Path,
     assert card["steps"] == 2 and card["parent"]["steps"] == 3 and card["recipe"]["loss"] == "l2"
     resumed = Trainer(tiny_recipe(2), tmp_path / "b", data_root)
     assert resumed.resume() and resumed.parent == card["parent"]
+
+
+def test_the_network_shape_comes_from_the_run_then_the_init_card(tmp_path: Path) -> None:
+    from denoise_cli.training.__main__ import architecture_of
+
+    recipe_args = {"scale": 4, "channels": 16, "blocks": 4}
+    pruned = tmp_path / "pruned.safetensors"
+    weights.save(torch.nn.Linear(1, 1), pruned, {"arch": "drn", "arch_args": {**recipe_args, "inner": [8] * 8}})
+    run = tmp_path / "run"
+    assert architecture_of("drn-light-x4", "drn", recipe_args, run, None) == recipe_args
+    assert architecture_of("drn-light-x4", "drn", recipe_args, run, pruned)["inner"] == [8] * 8
+    assert architecture_of("drn-light-x4", "panet", recipe_args, run, pruned) == recipe_args  # another network
+    own = {"arch": "drn", "arch_args": {"inner": [4] * 8}}
+    weights.save(torch.nn.Linear(1, 1), run / "drn-light-x4.safetensors", own)
+    assert architecture_of("drn-light-x4", "drn", recipe_args, run, pruned)["inner"] == [4] * 8  # resuming wins

@@ -39,14 +39,19 @@ class ChannelAttention(nn.Module):
 
 
 class RCAB(nn.Module):
-    """Residual channel-attention block: conv, ReLU, conv, channel attention, plus input."""
+    """Residual channel-attention block: conv, ReLU, conv, channel attention, plus input.
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+    ``inner`` is the width between the two convs (default ``channels``); channel pruning
+    (DRC) narrows only that, so the block's input and output keep the stream's width.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, inner: int | None = None) -> None:
         super().__init__()
+        self.inner = channels if inner is None else inner
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.Conv2d(channels, self.inner, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.Conv2d(self.inner, channels, 3, padding=1),
             ChannelAttention(channels, reduction),
         )
 
@@ -67,9 +72,10 @@ def down_block(cin: int, cout: int, mid: int | None = None) -> nn.Sequential:
 class UpStage(nn.Module):
     """``blocks`` RCABs, x2 pixel-shuffle up-sampler, 1x1 conv down to the skip's width."""
 
-    def __init__(self, channels: int, skip_channels: int, blocks: int) -> None:
+    def __init__(self, channels: int, skip_channels: int, blocks: int, inner: list[int] | None = None) -> None:
         super().__init__()
-        self.body = nn.Sequential(*(RCAB(channels) for _ in range(blocks)))
+        inner = [channels] * blocks if inner is None else inner
+        self.body = nn.Sequential(*(RCAB(channels, inner=w) for w in inner))
         self.up = nn.Sequential(nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2))
         self.reduce = nn.Conv2d(channels, skip_channels, 1)
 
@@ -82,21 +88,26 @@ class DRN(nn.Module):
 
     ``channels`` is F, the head width at HR; the LR level works at F * scale channels.
     DRN-S x4 is ``DRN(4, channels=16, blocks=30)`` (4.8 M parameters).
+    ``inner`` gives every RCAB's width between its two convs, in stage order (a channel-pruned
+    DRN, see training/drc.py); None keeps them at the stage width.
     """
 
-    def __init__(self, scale: int = 4, channels: int = 16, blocks: int = 30) -> None:
+    def __init__(self, scale: int = 4, channels: int = 16, blocks: int = 30, inner: list[int] | None = None) -> None:
         super().__init__()
         steps = int(math.log2(scale))
         if 2**steps != scale or steps < 1:
             raise ValueError(f"scale must be a power of two >= 2, not {scale}")
-        self.scale, self.steps = scale, steps
+        if inner is not None and (len(inner) != steps * blocks or min(inner) < 1):
+            raise ValueError(f"inner needs {steps * blocks} positive widths (one per RCAB), not {inner}")
+        self.scale, self.steps, self.channels, self.blocks = scale, steps, channels, blocks
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         widths = [channels * 2**i for i in range(steps + 1)]  # F at HR ... F * scale at LR
         self.head = nn.Conv2d(3, channels, 3, padding=1)
         self.down = nn.ModuleList(down_block(widths[i], widths[i + 1]) for i in range(steps))
         # Stage k runs at the LR width; after its concat the next stage has 2x the skip width.
         stage_in = [widths[steps]] + [2 * widths[steps - k] for k in range(1, steps)]
-        self.up = nn.ModuleList(UpStage(stage_in[k], widths[steps - 1 - k], blocks) for k in range(steps))
+        per_stage = [None if inner is None else list(inner[k * blocks : (k + 1) * blocks]) for k in range(steps)]
+        self.up = nn.ModuleList(UpStage(stage_in[k], widths[steps - 1 - k], blocks, per_stage[k]) for k in range(steps))
         out_widths = [widths[steps]] + [2 * widths[steps - 1 - k] for k in range(steps)]
         self.tails = nn.ModuleList(nn.Conv2d(w, 3, 3, padding=1) for w in out_widths)
 

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from .recipes import RECIPES, SHARED_DATA
 
@@ -39,10 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     from .loop import Trainer
 
     recipe = RECIPES[args.recipe]
+    out_dir = args.out or Path("runs") / args.recipe
+    recipe.arch_args = architecture_of(recipe.model, recipe.arch, recipe.arch_args, out_dir, args.init)
     for name in ("steps", "lr", "loss", "warmup"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
-    trainer = Trainer(recipe, args.out or Path("runs") / args.recipe, args.data, args.seed)
+    trainer = Trainer(recipe, out_dir, args.data, args.seed)
     if args.precision != "auto":
         trainer.precision = args.precision  # a checkpoint that records its precision overrides this
     if not trainer.resume() and args.init:
@@ -53,6 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     trainer.pick_precision(args.precision)
     trainer.run(max_minutes=args.minutes)
     return 0
+
+
+def architecture_of(
+    model: str, arch: str, recipe_args: dict[str, Any], out_dir: Path, init: Path | None
+) -> dict[str, Any]:
+    """The network's arguments: those of the run's own exported card (resuming), else of the
+    --init weights' card when it is the same architecture (e.g. a pruned DRN's widths), else
+    the recipe's."""
+    from .. import weights
+
+    for card_path in (out_dir / f"{model}.json", init.with_suffix(".json") if init else None):
+        if card_path is not None and card_path.is_file():
+            card = weights.read_card(card_path.with_suffix(".safetensors"))
+            if card.get("arch", arch) == arch and card.get("arch_args"):
+                return {**recipe_args, **card["arch_args"]}
+    return recipe_args
 
 
 if __name__ == "__main__":

@@ -75,7 +75,9 @@ class Trainer:
         if recipe.trainable:
             for name, param in self.model.named_parameters():
                 param.requires_grad_(name.startswith(recipe.trainable))
-        params = list(self.model.parameters()) + (list(self.companion.parameters()) if self.companion else [])
+        # A companion's frozen parts (DRC's teacher) stay out of the optimizer.
+        extra = [p for p in self.companion.parameters() if p.requires_grad] if self.companion else []
+        params = list(self.model.parameters()) + extra
         self.opt = torch.optim.AdamW(params, lr=recipe.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0

@@ -2,7 +2,8 @@
 
 ``restore`` is the plain image-to-image loss. ``dual_regression`` is DRN's: the primal
 network's output at every scale against the target resized to that scale, plus 0.1 times
-the dual networks' mapping of each output back down one 2x step (Guo et al., CVPR 2020).
+the dual networks' mapping of each output back down one 2x step (Guo et al., CVPR 2020);
+``distill_dual_regression`` adds distillation from the full DRN when fine-tuning a pruned one (DRC).
 ``sandwich`` trains a slimmable super network (DDS-Net stage 1); ``width_gate`` trains its
 gate to pick the cheapest sub-network that is as good as the largest (stage 3).
 """
@@ -66,11 +67,37 @@ def dual_regression(
     if dual is None:
         raise ValueError("the dual_regression objective needs the recipe's dual networks as companion")
     outputs = [o.float() for o in model.forward_all(inputs)]
+    return dual_regression_of(outputs, dual, inputs, target, loss)
+
+
+def dual_regression_of(
+    outputs: list[torch.Tensor], dual: nn.Module, inputs: torch.Tensor, target: torch.Tensor, loss: Loss
+) -> torch.Tensor:
+    """L_P + 0.1 L_D for the primal outputs at every scale (shared by the plain and the distilling objective)."""
     targets = scale_pyramid(inputs, target, len(outputs))
     primal = sum(loss(o, t) for o, t in zip(outputs, targets, strict=True))
     downs = [d.float() for d in dual(outputs)]
     dual_term = sum(loss(d, t) for d, t in zip(downs, targets[:-1], strict=True))
     return primal + DUAL_WEIGHT * dual_term
+
+
+def distill_dual_regression(
+    model: nn.Module,
+    companion: nn.Module | None,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss: Loss,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """DRC fine-tuning of a pruned DRN: the dual regression loss plus ``kd_weight`` times the L1
+    distance of its SR output to the frozen full DRN's (the companion holds the duals and that teacher)."""
+    if companion is None or not hasattr(companion, "teacher"):
+        raise ValueError("distill_dual_regression needs a companion with dual nets and a teacher (drc-companion)")
+    outputs = [o.float() for o in model.forward_all(inputs)]
+    with torch.no_grad():
+        taught = companion.teacher(inputs).float()
+    distill = F.l1_loss(outputs[-1], taught)
+    return dual_regression_of(outputs, companion.dual, inputs, target, loss) + companion.kd_weight * distill
 
 
 def random_config(model: nn.Module, generator: torch.Generator) -> list[int]:
@@ -127,6 +154,7 @@ def width_gate(
 OBJECTIVES: dict[str, Objective] = {
     "restore": restore,
     "dual_regression": dual_regression,
+    "distill_dual_regression": distill_dual_regression,
     "sandwich": sandwich,
     "width_gate": width_gate,
 }

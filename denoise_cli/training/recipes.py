@@ -175,6 +175,30 @@ def drn_recipe(scale: int, channels: int, blocks: int, **schedule: Any) -> Recip
     )
 
 
+def drn_light_recipe(**schedule: Any) -> Recipe:
+    """DRC stage 3: fine-tune the pruned drn-x4 with the dual regression loss and distillation."""
+    full = {"scale": 4, "channels": 16, "blocks": 4}
+    return Recipe(
+        model="drn-light-x4",
+        arch="drn",
+        arch_args=full,  # the pruned widths come from the --init card (see training/__main__.py)
+        train_dirs=["train/bsds400", "train/t91"],
+        degrade=bicubic_down(4),
+        monitor={"x4": bicubic_down(4)},
+        objective="distill_dual_regression",
+        companion=("drc-companion", {"teacher": "runs/drn-x4/drn-x4.safetensors", "scale": 4, "channels": 16}),
+        notes=[
+            "DRC (Guo et al., arXiv 2207.07929) on drn-x4: run from the checkout root, after drn-x4 is trained,"
+            " `python -m denoise_cli.training.drc search runs/drn-x4/drn-x4.safetensors` (RCAB inner widths,"
+            " rate 0.5), `python -m denoise_cli.training.drc prune runs/drn-x4/drn-x4.safetensors`, then"
+            " `python -m denoise_cli.training drn-light-x4 --init runs/drn-light-x4/pruned.safetensors --finetune`",
+            "the per-RCAB widths (arch_args 'inner') come from the card of the --init weights",
+            "loss: multi-scale L1 + 0.1 x dual L1 + 1.0 x L1 to the frozen drn-x4's output; the dual nets start afresh",
+        ],
+        **{"patch": 128, "batch": 16, "steps": 4000, "lr": 1e-4, "warmup": 200, **schedule},
+    )
+
+
 RECIPES: dict[str, Recipe] = {
     "mallenet": Recipe(
         model="mallenet",
@@ -200,6 +224,8 @@ RECIPES: dict[str, Recipe] = {
     # The same design, narrower: fewer RCABs per up stage, same head width.
     "drn-x4": drn_recipe(4, channels=16, blocks=4, patch=128, batch=16, steps=12000, lr=3e-4),
     "drn-x2": drn_recipe(2, channels=32, blocks=8, patch=96, batch=16, steps=12000, lr=3e-4),
+    # DRC: drn-x4 with its RCABs' inner widths searched and pruned, fine-tuned with distillation.
+    "drn-light-x4": drn_light_recipe(),
     # PANet: one backbone, three tasks. Body at half resolution (a packed mosaic, or
     # space-to-depth for same-size tasks) so a CPU can train it.
     "panet-demosaic": panet_recipe(
