@@ -188,7 +188,7 @@ def read_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pi
         raise ImageReadError(_reason(e)) from e
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
@@ -205,8 +205,8 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, PermissionError):
         return "permission denied"
     if isinstance(e, OSError) and e.errno is not None:
-        return _one_line(e.strerror or str(e))
-    text = _one_line(str(e))
+        return one_line(e.strerror or str(e))
+    text = one_line(str(e))
     if isinstance(e, EOFError) or "truncated" in text.lower():
         return "file is truncated"
     if not text:
@@ -535,7 +535,7 @@ def _encode(picture: Picture, fmt: str, quality: int | None) -> tuple[bytes, lis
         except Exception as e:  # EXIF that Pillow's TIFF directory writer cannot serialise
             if plan.exif is None:
                 raise
-            warnings.append(f"EXIF could not be written to TIFF ({_one_line(str(e))}): dropped")
+            warnings.append(f"EXIF could not be written to TIFF ({one_line(str(e))}): dropped")
             data = _encode_tiff(samples, plan.icc, None)
     elif plan.fmt is _PNG and plan.depth == 16:
         data = _encode_png16(samples, plan.icc, plan.exif)

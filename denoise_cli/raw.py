@@ -12,6 +12,8 @@ The packed form is (N, 4, H/2, W/2) with channels R, G1 (the green in the red ro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import rawpy
 import torch
 import torch.nn.functional as F
 
-from .imageio import DEFAULT_MAX_PIXELS, RAW_SUFFIXES, ImageReadError, Picture, read_image
+from .imageio import DEFAULT_MAX_PIXELS, RAW_SUFFIXES, ImageReadError, Picture, one_line, read_image
 
 __all__ = [
     "CFA_PATTERNS",
@@ -304,10 +306,6 @@ def is_raw_path(path: Path | str) -> bool:
     return Path(path).suffix.lower() in RAW_SUFFIXES
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _raw_reason(e: BaseException) -> str:
     """A one-line, file-name-free reason for a RAW read failure."""
     if isinstance(e, rawpy.LibRawFileUnsupportedError):
@@ -325,8 +323,8 @@ def _raw_reason(e: BaseException) -> str:
     if isinstance(e, PermissionError):
         return "permission denied"
     if isinstance(e, OSError) and e.strerror:
-        return _one_line(e.strerror)
-    text = _one_line(str(e).removeprefix("b'").removesuffix("'"))
+        return one_line(e.strerror)
+    text = one_line(str(e).removeprefix("b'").removesuffix("'"))
     return f"unreadable RAW data ({type(e).__name__}{': ' + text if text else ''})"
 
 
@@ -423,19 +421,26 @@ def _to_raw_mosaic(raw: rawpy.RawPy) -> RawMosaic:
     )
 
 
+@contextmanager
+def _open_raw(path: Path) -> Iterator[rawpy.RawPy]:
+    """``rawpy.imread`` whose every failure (also inside the block) is a one-line RawReadError."""
+    try:
+        Path(path).open("rb").close()  # OSError reasons (missing, directory, permission) that LibRaw would hide
+        with rawpy.imread(str(path)) as raw:
+            yield raw
+    except RawReadError:
+        raise
+    except Exception as e:  # LibRaw reports malformed files with many error types
+        raise RawReadError(_raw_reason(e)) from e
+
+
 def read_raw(path: Path) -> RawMosaic:
     """Decode a Bayer camera RAW file with rawpy (LibRaw) into a normalised RGGB mosaic and camera facts.
 
     Every failure, including non-Bayer sensors, raises RawReadError with a one-line reason.
     """
-    try:
-        Path(path).open("rb").close()  # OSError reasons (missing, directory, permission) that LibRaw would hide
-        with rawpy.imread(str(path)) as raw:
-            return _to_raw_mosaic(raw)
-    except RawReadError:
-        raise
-    except Exception as e:  # LibRaw reports malformed files with many error types
-        raise RawReadError(_raw_reason(e)) from e
+    with _open_raw(path) as raw:
+        return _to_raw_mosaic(raw)
 
 
 WHITE_BALANCES = ("camera", "auto", "daylight")
@@ -466,21 +471,15 @@ def develop_classic(path: Path, white_balance: str) -> np.ndarray:
     """
     if white_balance not in WHITE_BALANCES:
         raise ValueError(f"unknown white balance {white_balance!r} (use one of: {', '.join(WHITE_BALANCES)})")
-    try:
-        Path(path).open("rb").close()
-        with rawpy.imread(str(path)) as raw:
-            _bayer_pattern(raw)  # the same refusal of non-Bayer sensors as the network path
-            return raw.postprocess(
-                use_camera_wb=white_balance == "camera",
-                use_auto_wb=white_balance == "auto",
-                output_color=rawpy.ColorSpace.sRGB,
-                output_bps=16,
-                no_auto_bright=True,
-            )
-    except RawReadError:
-        raise
-    except Exception as e:  # LibRaw reports malformed files with many error types
-        raise RawReadError(_raw_reason(e)) from e
+    with _open_raw(path) as raw:
+        _bayer_pattern(raw)  # the same refusal of non-Bayer sensors as the network path
+        return raw.postprocess(
+            use_camera_wb=white_balance == "camera",
+            use_auto_wb=white_balance == "auto",
+            output_color=rawpy.ColorSpace.sRGB,
+            output_bps=16,
+            no_auto_bright=True,
+        )
 
 
 def orient(image: torch.Tensor, flip: int) -> torch.Tensor:
