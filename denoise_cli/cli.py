@@ -232,7 +232,8 @@ def _run_with_progress(
         bits=opts.get("bits") or 16,
         classic=opts.get("engine") == "classic",
     )
-    process = image_processor(make_enhancer, task.reader, options, opts["quality"], on_tiles)
+    strength = opts.get("strength", 1.0)
+    process = image_processor(make_enhancer, task.reader, options, opts["quality"], on_tiles, strength)
 
     def on_start(job: batch.Job, index: int) -> None:
         name = "stdin" if job.source == STDIO else job.source
@@ -290,6 +291,15 @@ def _make_command(task: Task) -> click.Command:
             default="camera",
             show_default=True,
             help="White balance: as shot, grey world, or the camera's daylight balance.",
+        )(command)
+    if task.strength:
+        command = click.option(
+            "--strength",
+            type=click.FloatRange(0.0, 1.0),
+            default=1.0,
+            show_default=True,
+            help="Blend the result with the input: 1 = the model's result, 0 = the input unchanged"
+            " (values between keep some grain).",
         )(command)
     if task.widths:
         command = click.option(

@@ -39,6 +39,7 @@ ARCHITECTURES: dict[str, str] = {
     "ddsnet": "denoise_cli.models.ddsnet:DDSNet",
     "pa-edsr": "denoise_cli.models.edsr:PAEDSR",
     "hyperisp": "denoise_cli.models.hyperisp:RawToRGB",
+    "vdn": "denoise_cli.models.vdn:VDN",
 }
 
 

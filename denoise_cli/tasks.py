@@ -182,6 +182,8 @@ class Task:
     """Output format when --format is not given and the input's own cannot be written."""
     raw_options: bool = False
     """Offer ``--wb``, ``--bits`` and ``--engine`` (raw2rgb)."""
+    strength: bool = False
+    """Offer ``--strength`` (blend the result with the input; same-size tasks)."""
 
 
 TASKS: dict[str, Task] = {
@@ -197,6 +199,7 @@ TASKS: dict[str, Task] = {
             "  denoise denoise shots/ -r -o clean/    # a folder tree into clean/\n"
             "  denoise denoise - -o - < in.png > out.png",
             widths=True,
+            strength=True,
         ),
         Task(
             "sr",
@@ -247,11 +250,13 @@ def image_processor(
     options: ReadOptions,
     quality: int | None,
     tile_progress: Callable[[int, int], None] | None = None,
+    strength: float = 1.0,
 ) -> Callable[[Job], dict[str, Any]]:
     """The per-item function for image-to-image tasks.
 
     The model is created on the first item that needs it, so a dry run, or a batch whose
-    outputs all exist, never loads it.
+    outputs all exist, never loads it. ``strength`` below 1 blends the model's result with
+    the input (same-size tasks).
     """
     from .imageio import FORMATS, encode_image, from_chw, output_warnings, write_image
 
@@ -268,6 +273,8 @@ def image_processor(
                 state["enhancer"] = enhancer_factory()
             enhancer = state["enhancer"]
             y = enhancer(prepared.tensor, progress=tile_progress)
+            if strength < 1.0:
+                y = prepared.tensor + strength * (y - prepared.tensor)
             if prepared.finish is not None:
                 y = prepared.finish(y)
             facts = dict(enhancer.facts, **prepared.facts)

@@ -6,10 +6,12 @@ the dual networks' mapping of each output back down one 2x step (Guo et al., CVP
 ``distill_dual_regression`` adds distillation from the full DRN when fine-tuning a pruned one (DRC).
 ``sandwich`` trains a slimmable super network (DDS-Net stage 1); ``width_gate`` trains its
 gate to pick the cheapest sub-network that is as good as the largest (stage 3).
+``variational`` is VDN's negative evidence lower bound (Yue et al., NeurIPS 2019).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -151,10 +153,61 @@ def width_gate(
     return F.cross_entropy(model.gate(inputs).float(), labels)
 
 
+VDN_WINDOW = 7
+"""p: the window of the noise-variance prior (VDN's radius 3)."""
+VDN_EPS2 = 1e-6
+"""eps_0^2: the prior variance of the clean image around the ground truth (VDN's value for real noise)."""
+
+
+def local_variance(residual: torch.Tensor, window: int = VDN_WINDOW) -> torch.Tensor:
+    """xi: the squared noise averaged over a ``window`` x ``window`` Gaussian window (std window / 2 - 0.5)
+    per channel, VDN's estimate of the true noise variance map from a (noisy, clean) pair."""
+    std = window / 2 - 0.5
+    taps = torch.arange(window, dtype=residual.dtype, device=residual.device) - window // 2
+    g = torch.exp(-(taps**2) / (2 * std**2))
+    g = g / g.sum()
+    channels = residual.shape[1]
+    squared = F.pad(residual**2, (window // 2,) * 4, mode="reflect")
+    rows = F.conv2d(squared, g.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, g.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def variational(
+    model: nn.Module,
+    companion: nn.Module | None,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss: Loss,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """VDN's negative ELBO per pixel: -E_q[log p(y | z, sigma^2)] + KL(q(z) || N(x, eps_0^2))
+    + KL(IG(alpha, beta) || IG(p^2/2 - 1, p^2 xi / 2)). ``loss`` is not used: the bound is the loss."""
+    mean, log_m2, log_alpha, log_beta = (t.float() for t in model.posterior(inputs))
+    m2, alpha, beta = log_m2.exp(), log_alpha.exp(), log_beta.exp()
+    # Likelihood of the noisy image under the posteriors of the clean image and the noise variance.
+    expected_precision = alpha / beta  # E[1 / sigma^2] under IG(alpha, beta)
+    nll = 0.5 * (math.log(2 * math.pi) + log_beta - torch.digamma(alpha))
+    nll = nll + 0.5 * expected_precision * ((inputs.float() - mean) ** 2 + m2)
+    # Clean image: a Gaussian posterior against the ground truth with variance eps_0^2.
+    kl_z = ((mean - target) ** 2 + m2) / (2 * VDN_EPS2) - 0.5 * (log_m2 - math.log(VDN_EPS2)) - 0.5
+    # Noise variance: inverse-gamma posterior against the prior centred on the local squared noise.
+    p2 = VDN_WINDOW**2
+    alpha0 = p2 / 2 - 1
+    beta0 = p2 / 2 * local_variance(inputs.float() - target).clamp_min(1e-10)
+    kl_sigma = (
+        (alpha - alpha0) * torch.digamma(alpha)
+        + (math.lgamma(alpha0) - torch.lgamma(alpha))
+        + alpha0 * (log_beta - beta0.log())
+        + alpha * (beta0 / beta - 1)
+    )
+    return (nll + kl_z + kl_sigma).mean()
+
+
 OBJECTIVES: dict[str, Objective] = {
     "restore": restore,
     "dual_regression": dual_regression,
     "distill_dual_regression": distill_dual_regression,
     "sandwich": sandwich,
     "width_gate": width_gate,
+    "variational": variational,
 }

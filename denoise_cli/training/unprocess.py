@@ -141,16 +141,23 @@ def _random_cam_to_srgb(generator: torch.Generator, n: int) -> torch.Tensor:
     return torch.linalg.inv(srgb_to_cam)
 
 
-def _random_noise(generator: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _random_noise(
+    generator: torch.Generator, n: int, shot_range: tuple[float, float] = SHOT_NOISE_RANGE
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(shot, read) variances: shot log-uniform, read from the paper's log-linear fit plus jitter."""
-    log_shot = _uniform(generator, n, math.log(SHOT_NOISE_RANGE[0]), math.log(SHOT_NOISE_RANGE[1]))
+    log_shot = _uniform(generator, n, math.log(shot_range[0]), math.log(shot_range[1]))
     slope, intercept, jitter = READ_NOISE_FIT
     log_read = slope * log_shot + intercept + jitter * torch.randn(n, generator=generator, dtype=torch.float64)
     return log_shot.exp(), log_read.exp()
 
 
-def random_camera(generator: torch.Generator, n: int = 1) -> CameraParams:
-    """Draw ``n`` cameras (gains, colour matrix, noise levels) as in Brooks et al., from ``generator`` only."""
+def random_camera(
+    generator: torch.Generator, n: int = 1, shot_range: tuple[float, float] = SHOT_NOISE_RANGE
+) -> CameraParams:
+    """Draw ``n`` cameras (gains, colour matrix, noise levels) as in Brooks et al., from ``generator`` only.
+
+    ``shot_range`` bounds the shot-noise variance (the read noise follows it along the fit).
+    """
     red = _uniform(generator, n, *RED_GAIN_RANGE)
     blue = _uniform(generator, n, *BLUE_GAIN_RANGE)
     mean, std = INVERSE_DIGITAL_GAIN
@@ -158,7 +165,7 @@ def random_camera(generator: torch.Generator, n: int = 1) -> CameraParams:
         *INVERSE_DIGITAL_GAIN_CLAMP
     )
     ccm = _random_cam_to_srgb(generator, n)
-    shot, read = _random_noise(generator, n)
+    shot, read = _random_noise(generator, n, shot_range)
     return CameraParams(
         red_gain=red.float(),
         blue_gain=blue.float(),

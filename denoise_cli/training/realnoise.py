@@ -1,0 +1,82 @@
+"""Realistic camera noise on clean sRGB photos, for training denoisers of real photos.
+
+Camera noise is made on the sensor, not in sRGB: it grows with the signal (shot noise) on a
+floor (read noise), is spread over neighbouring pixels and colours by demosaicking, bent by
+the tone curve and reshaped by JPEG. So each clean training crop is
+
+1. unprocessed to linear camera RAW with a random camera (Brooks et al. 2019; the raw2rgb
+   code in ``unprocess``),
+2. given Poisson-Gaussian sensor noise, variance ``shot * x + read``, with the shot level
+   log-uniform over ``SHOT_RANGE`` and the read level following it along Brooks et al.'s
+   log-linear fit (a camera's ISO curve),
+3. developed back by a cheap camera pipeline: bilinear or Malvar demosaicking, white balance
+   and digital gain, colour matrix, gamma, tone curve; then stored as 8 bits,
+4. for ``JPEG_FRACTION`` of the images, JPEG-compressed at a quality in ``JPEG_QUALITY``.
+
+``AWGN_FRACTION`` of the images get plain Gaussian noise (sigma in ``AWGN_SIGMA``, 8-bit
+units) instead, so the model is not brittle. The target is the clean linear image developed
+by the same pipeline, i.e. the clean photo wherever unprocessing did not clip.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..jpeg import jpeg_roundtrip
+from ..raw import demosaic_bilinear, demosaic_malvar, mosaic
+from .unprocess import _check_rgb, _even, add_noise, process, random_camera, unprocess_rgb
+
+# Shot-noise variance (linear RAW in [0, 1]): 1e-4 is a clean base-ISO exposure; 2e-2, about
+# 7.6 stops of gain above it, is phone-camera noise in a dim room (ISO ~100 to ~12800).
+SHOT_RANGE = (1e-4, 2e-2)
+MALVAR_FRACTION = 0.5
+JPEG_FRACTION = 0.3
+JPEG_QUALITY = (60, 95)
+AWGN_FRACTION = 0.15
+AWGN_SIGMA = (0.0, 50.0)
+
+RANGES = [
+    f"shot-noise variance log-uniform in {SHOT_RANGE} (linear RAW, [0, 1]); read variance"
+    " ln(read) = 2.18 ln(shot) + 1.20 + N(0, 0.26^2) (Brooks et al.)",
+    "camera: Brooks et al.'s white-balance gains, digital gain and a random mix of four cameras' colour matrices",
+    f"demosaicking: Malvar-He-Cutler for {MALVAR_FRACTION:.0%} of the images, bilinear for the rest",
+    f"8-bit output; JPEG at quality {JPEG_QUALITY[0]}-{JPEG_QUALITY[1]} (4:2:0) for {JPEG_FRACTION:.0%}",
+    f"{AWGN_FRACTION:.0%} of the images: AWGN sigma uniform in {AWGN_SIGMA} (8-bit units) on the clean photo instead",
+]
+"""What the model card records about the training noise."""
+
+
+def quantize8(image: torch.Tensor) -> torch.Tensor:
+    return image.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+
+
+def _fraction(generator: torch.Generator, count: int, share: float) -> torch.Tensor:
+    """(count,) bool: each image independently with probability ``share``."""
+    return torch.rand(count, generator=generator) < share
+
+
+def camera_noise(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training degradation: (noisy 8-bit sRGB, clean target) of an (N, 3, H, W) sRGB batch.
+
+    Odd sizes lose their last row or column (the Bayer mosaic needs even sides).
+    """
+    rgb = _even(_check_rgb(clean))
+    count = rgb.shape[0]
+    camera = random_camera(generator, count, SHOT_RANGE)
+    linear = unprocess_rgb(rgb, camera)
+    raw = add_noise(mosaic(linear), camera.shot_noise, camera.read_noise, generator)
+    malvar = _fraction(generator, count, MALVAR_FRACTION).view(-1, 1, 1, 1)
+    demosaicked = torch.where(malvar, demosaic_malvar(raw), demosaic_bilinear(raw).clamp(0.0, 1.0))
+    noisy = quantize8(process(demosaicked, camera))
+    target = process(linear, camera)
+
+    compress = _fraction(generator, count, JPEG_FRACTION)
+    qualities = torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (count,), generator=generator)
+    if compress.any():
+        noisy[compress] = jpeg_roundtrip(noisy[compress], qualities[compress].tolist())
+
+    gaussian = _fraction(generator, count, AWGN_FRACTION)
+    sigma = torch.empty(count).uniform_(*AWGN_SIGMA, generator=generator).view(-1, 1, 1, 1) / 255.0
+    awgn = quantize8(target + torch.randn(target.shape, generator=generator) * sigma)
+    noisy = torch.where(gaussian.view(-1, 1, 1, 1), awgn, noisy)
+    return noisy, target

@@ -1,0 +1,188 @@
+"""Real-noise denoising: camera-noise synthesis, the VDN network, its objective, --strength and --json."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from denoise_cli import registry, weights
+from denoise_cli.cli import main
+from denoise_cli.flops import count_macs
+from denoise_cli.models.vdn import VDN
+from denoise_cli.training import realnoise
+from denoise_cli.training.objectives import local_variance, variational
+
+TINY = {"features": 4, "sigma_features": 4, "sigma_layers": 3, "hidden": 2}
+
+
+def flat(value: float, size: int = 64, count: int = 8) -> torch.Tensor:
+    return torch.full((count, 3, size, size), value)
+
+
+def only(monkeypatch: pytest.MonkeyPatch, jpeg: float = 0.0, awgn: float = 0.0) -> None:
+    monkeypatch.setattr(realnoise, "JPEG_FRACTION", jpeg)
+    monkeypatch.setattr(realnoise, "AWGN_FRACTION", awgn)
+
+
+# ------------------------------------------------------------------------------ noise synthesis
+
+
+def test_camera_noise_is_seeded_and_the_target_is_the_clean_photo() -> None:
+    clean = torch.rand(4, 3, 33, 40) * 0.6 + 0.2
+    noisy, target = realnoise.camera_noise(clean, torch.Generator().manual_seed(3))
+    again, _ = realnoise.camera_noise(clean, torch.Generator().manual_seed(3))
+    assert noisy.shape == target.shape == (4, 3, 32, 40)  # even sides for the Bayer mosaic
+    assert torch.equal(noisy, again)
+    assert torch.allclose(target, clean[..., :32, :], atol=2e-3)  # nothing clipped in mid-tones
+    assert torch.equal(noisy, (noisy * 255).round() / 255)  # stored as 8 bits
+
+
+def test_camera_noise_grows_with_the_shot_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    only(monkeypatch)
+    stds = []
+    for level in (2e-4, 5e-3):
+        monkeypatch.setattr(realnoise, "SHOT_RANGE", (level, level * 1.0001))
+        noisy, target = realnoise.camera_noise(flat(0.4), torch.Generator().manual_seed(0))
+        stds.append(float((noisy - target).std()))
+    # Shot noise dominates read noise at these levels: std ~ sqrt(shot), 25x the variance is ~5x the std.
+    assert 3.0 < stds[1] / stds[0] < 7.0
+
+
+def test_camera_noise_is_signal_dependent_and_spatially_correlated(monkeypatch: pytest.MonkeyPatch) -> None:
+    only(monkeypatch)
+    monkeypatch.setattr(realnoise, "SHOT_RANGE", (5e-3, 5.0001e-3))
+    residuals = {}
+    for value in (0.15, 0.6):
+        noisy, target = realnoise.camera_noise(flat(value), torch.Generator().manual_seed(1))
+        residuals[value] = (noisy - target)[..., 4:-4, 4:-4]
+    # Neighbouring pixels share samples through demosaicking: white noise would give ~0.
+    r = residuals[0.6]
+    neighbour = float((r[..., :, 1:] * r[..., :, :-1]).mean() / (r * r).mean())
+    assert neighbour > 0.2
+    # Signal-dependent: raw variance grows with the signal (the tone curve squeezes it again, but not all).
+    assert residuals[0.6].std() != pytest.approx(float(residuals[0.15].std()), rel=0.1)
+
+
+def test_awgn_share_gets_gaussian_noise_on_the_clean_photo(monkeypatch: pytest.MonkeyPatch) -> None:
+    only(monkeypatch, awgn=1.0)
+    monkeypatch.setattr(realnoise, "AWGN_SIGMA", (20.0, 20.0))
+    noisy, target = realnoise.camera_noise(flat(0.5), torch.Generator().manual_seed(0))
+    assert float((noisy - target).std() * 255) == pytest.approx(20.0, rel=0.05)
+
+
+def test_jpeg_share_leaves_8x8_block_structure(monkeypatch: pytest.MonkeyPatch) -> None:
+    only(monkeypatch, jpeg=1.0)
+    monkeypatch.setattr(realnoise, "JPEG_QUALITY", (60, 60))
+    noisy, target = realnoise.camera_noise(flat(0.5), torch.Generator().manual_seed(0))
+    only(monkeypatch)
+    raw_noisy, _ = realnoise.camera_noise(flat(0.5), torch.Generator().manual_seed(0))
+    assert (noisy - target).std() < 0.8 * (raw_noisy - target).std()  # q60 smooths noise away
+
+
+# -------------------------------------------------------------------------------------- network
+
+
+def test_vdn_keeps_any_size_and_hyper_costs_the_plain_macs() -> None:
+    hyper, plain = VDN(**TINY, hyper=True).eval(), VDN(**TINY, hyper=False).eval()
+    with torch.no_grad():
+        assert hyper(torch.rand(1, 3, 21, 30)).shape == (1, 3, 21, 30)
+    assert count_macs(hyper, 32, 32) == count_macs(plain, 32, 32)
+    assert sum(p.numel() for p in hyper.parameters()) > 1.5 * sum(p.numel() for p in plain.parameters())
+
+
+def test_noise_estimate_in_strips_equals_the_whole_image_estimate() -> None:
+    torch.manual_seed(0)
+    net = VDN(**TINY).eval()
+    image = torch.rand(1, 3, 1100, 40)
+    with torch.no_grad():
+        strips = net.decide(image)["noise_sigma"]
+        whole = 255.0 * float(net.noise_sigma(image).mean())
+    assert strips == pytest.approx(whole, abs=0.05 * whole)
+
+
+# ------------------------------------------------------------------------------------ objective
+
+
+def test_local_variance_of_a_constant_residual_is_its_square() -> None:
+    residual = torch.full((1, 3, 16, 16), 0.1)
+    assert torch.allclose(local_variance(residual), torch.full_like(residual, 0.01))
+
+
+def test_variational_loss_trains_both_networks() -> None:
+    torch.manual_seed(0)
+    net = VDN(**TINY)
+    clean = torch.rand(2, 3, 16, 16)
+    noisy = clean + 0.1 * torch.randn_like(clean)
+    loss = variational(net, None, noisy, clean, None, torch.Generator())  # type: ignore[arg-type]
+    assert math.isfinite(loss.item())
+    loss.backward()
+    assert net.dnet.tail.w2.grad.abs().sum() > 0 and net.snet.tail.w2.grad.abs().sum() > 0
+
+
+def test_variational_loss_prefers_the_true_noise_level() -> None:
+    """With the clean image known, the bound is lowest when S-Net's variance matches the noise."""
+    clean = torch.rand(1, 3, 16, 16)
+    noisy = clean + 0.1 * torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    p2 = 49
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, variance: float) -> None:
+            super().__init__()
+            self.variance = variance
+
+        def posterior(self, y: torch.Tensor):
+            alpha = torch.full_like(y, p2 / 2 - 1)
+            beta = alpha * 0 + self.variance * p2 / 2
+            return clean, torch.full_like(y, math.log(1e-6)), alpha.log(), beta.log()
+
+    losses = {v: float(variational(Fixed(v), None, noisy, clean, None, None)) for v in (0.001, 0.01, 0.1)}  # type: ignore[arg-type]
+    assert losses[0.01] < losses[0.001] and losses[0.01] < losses[0.1]
+
+
+# --------------------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def tiny_vdn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    torch.manual_seed(0)
+    folder = tmp_path / "w"
+    weights.save(VDN(**TINY), folder / "vdn-tiny.safetensors", {"arch_args": TINY})
+    card = registry.ModelCard("vdn-tiny", "denoise", "vdn", "test", "test", overlap=16, tile_multiple=8)
+    monkeypatch.setitem(registry.CARDS, "vdn-tiny", card)
+    monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(folder))
+    return "vdn-tiny"
+
+
+def test_json_reports_the_estimated_noise_and_strength_0_returns_the_input(tiny_vdn: str, images: Path) -> None:
+    out = images.parent / "out"
+    result = CliRunner().invoke(
+        main, ["denoise", str(images), "--model", tiny_vdn, "--json", "--strength", "0", "-o", f"{out}/"]
+    )
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 3 and all(r["noise_sigma"] > 0 for r in records)
+    for path in sorted(images.iterdir()):
+        with Image.open(path) as a, Image.open(out / path.name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_strength_blends_between_input_and_result(tiny_vdn: str, images: Path) -> None:
+    source = sorted(images.iterdir())[0]
+    results = {}
+    for strength in ("1", "0.5"):
+        target = images.parent / f"s{strength}.png"
+        run = CliRunner().invoke(
+            main, ["denoise", str(source), "--model", tiny_vdn, "--strength", strength, "-o", str(target)]
+        )
+        assert run.exit_code == 0, run.stderr
+        results[strength] = np.asarray(Image.open(target), dtype=float)
+    original = np.asarray(Image.open(source), dtype=float)
+    assert np.abs((original + results["1"]) / 2 - results["0.5"]).max() <= 1.0
+    assert CliRunner().invoke(main, ["denoise", str(source), "--strength", "1.5"]).exit_code == 2
