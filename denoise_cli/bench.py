@@ -1,5 +1,8 @@
 """``python -m denoise_cli.bench``: CPU megapixels per second, ours against a DnCNN-shaped reference.
 
+Speeds are in input megapixels; the last column gives output megapixels (input times the
+scale squared, for super-resolution models).
+
 The reference is a plain 17-layer, 64-channel 3x3 conv denoiser (random weights: only its
 speed matters). Every network runs in the same process, on the same input, in fp32 and bf16,
 in channels-last layout as the engine runs it; the best of ``--repeats`` runs is reported.
@@ -53,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     nets["dncnn-17x64 (reference)"] = dncnn_reference()
 
     print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.side}x{args.side}")
-    print("| network | GMACs/MP | fp32 MP/s | bf16 MP/s | fp32 speed-up vs reference |")
-    print("|---|---|---|---|---|")
+    print("| network | GMACs/MP | fp32 MP/s | bf16 MP/s | fp32 speed-up vs reference | fp32 output MP/s |")
+    print("|---|---|---|---|---|---|")
     speeds = {
         name: {p: megapixels_per_second(net, args.side, p, args.repeats) for p in ("fp32", "bf16")}
         for name, net in nets.items()
@@ -63,7 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, net in nets.items():
         s = speeds[name]
         gmacs = macs_per_megapixel(net) / 1e9
-        print(f"| {name} | {gmacs:.0f} | {s['fp32']:.3f} | {s['bf16']:.3f} | {s['fp32'] / reference:.2f}x |")
+        scale = registry.card(name).scale if name in registry.CARDS else 1
+        cells = [f"{gmacs:.0f}", f"{s['fp32']:.3f}", f"{s['bf16']:.3f}", f"{s['fp32'] / reference:.2f}x"]
+        print(f"| {name} | {' | '.join(cells)} | {s['fp32'] * scale * scale:.3f} |")
 
 
 def _card(name: str) -> dict:

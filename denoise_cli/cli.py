@@ -322,10 +322,10 @@ def _make_command(task: Task) -> click.Command:
         command = click.option(
             "--scale",
             type=click.Choice([str(s) for s in task.scales]),
-            default=str(task.scales[-1]),
-            show_default=True,
-            callback=lambda _ctx, _param, value: int(value),
-            help="Up-scaling factor; the output is exactly this times the input size.",
+            default=None,
+            callback=lambda _ctx, _param, value: int(value) if value else None,
+            help="Up-scaling factor; the output is exactly this times the input size"
+            " (default: the largest the model ships in).",
         )(command)
     return click.command(name=task.name, help=task.help)(command)
 

@@ -74,6 +74,8 @@ class ModelCard:
         return weights_dir() / f"{self.name}.safetensors"
 
 
+DRN_PAPER = "Guo et al., Closed-loop Matters: Dual Regression Networks for Single Image Super-Resolution, CVPR 2020"
+
 CARDS: dict[str, ModelCard] = {
     card.name: card
     for card in [
@@ -86,6 +88,16 @@ CARDS: dict[str, ModelCard] = {
             overlap=48,
             tile_multiple=16,
             memory_per_pixel=1000,  # measured peak RSS growth: 907 B/px at 512^2, 685 B/px at 1024^2
+        ),
+        ModelCard(
+            name="drn-x2",
+            task="sr",
+            arch="drn",
+            summary="x2 super-resolution, dual regression (narrow DRN-S)",
+            paper=DRN_PAPER,
+            scale=2,
+            overlap=16,  # LR pixels; channel attention pools over the tile, so tiling is close, not exact
+            memory_per_pixel=4000,
         ),
     ]
 }
@@ -106,14 +118,17 @@ def card(name: str) -> ModelCard:
 def resolve(name: str, scale: int | None = None) -> str:
     """The card a ``--model NAME [--scale S]`` pair means: ``NAME-xS`` if that exists, else NAME.
 
+    Without a scale, a family of scales (``drn-x2``, ``drn-x4``) gives its largest member.
     An unknown name is an UnknownModelError; a model of another scale is a ValueError.
     """
     if scale and f"{name}-x{scale}" in CARDS:
         return f"{name}-x{scale}"
     family = sorted(c.scale for c in CARDS.values() if c.name == f"{name}-x{c.scale}")
+    if family and not scale:
+        return f"{name}-x{family[-1]}"
     if family:
         shown = ", ".join(f"x{s}" for s in family)
-        raise ValueError(f"model {name!r} comes in {shown}, not x{scale}" if scale else f"{name!r} needs --scale")
+        raise ValueError(f"model {name!r} comes in {shown}, not x{scale}")
     found = card(name)
     if scale and found.scale != scale:
         raise ValueError(f"model {name!r} works at x{found.scale}, not x{scale}")

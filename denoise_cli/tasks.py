@@ -170,7 +170,7 @@ class Task:
     suffix: str
     help: str
     scales: tuple[int, ...] = ()
-    """Up-scaling tasks: the factors ``--scale`` offers (the last is the default)."""
+    """Up-scaling tasks: the factors ``--scale`` offers."""
     reader: Reader = read_rgb
     inputs: frozenset[str] | None = None
     """File suffixes taken from folders (default: the image formats)."""
@@ -203,7 +203,7 @@ TASKS: dict[str, Task] = {
         ),
         Task(
             "sr",
-            None,
+            "drn",
             "_sr",
             "Upscale images (super-resolution) by --scale; alpha is upscaled with bicubic.",
             scales=(2, 4),

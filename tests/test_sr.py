@@ -61,6 +61,16 @@ def test_alpha_is_upscaled_and_16_bit_is_kept(tiny_sr: Path, tmp_path: Path) -> 
         assert im.size == (48, 32) and im.mode in ("I;16", "I;16B", "I") and np.asarray(im).max() > 255
 
 
+def test_without_scale_the_largest_shipped_scale_runs(tiny_sr: Path, tmp_path: Path, monkeypatch) -> None:
+    Image.fromarray(photo(10, 12)).save(tmp_path / "x.png")
+    result = run("sr", str(tmp_path / "x.png"), "--json", "-o", str(tmp_path / "y.png"))  # drn is the default
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["scale"] == 2
+    big = registry.ModelCard("drn-x4", "sr", "drn", "tiny", "test", scale=4, overlap=8)
+    monkeypatch.setitem(registry.CARDS, "drn-x4", big)
+    assert registry.resolve("drn") == "drn-x4" and registry.resolve("drn", 2) == "drn-x2"
+
+
 def test_a_scale_the_model_lacks_is_a_usage_error(tiny_sr: Path, tmp_path: Path) -> None:
     Image.fromarray(photo()).save(tmp_path / "x.png")
     result = run("sr", str(tmp_path / "x.png"), "--model", "drn", "--scale", "4")
