@@ -205,7 +205,10 @@ TASKS: dict[str, Task] = {
             "sr",
             "drn",
             "_sr",
-            "Upscale images (super-resolution) by --scale; alpha is upscaled with bicubic.",
+            "Upscale images (super-resolution) by --scale; alpha is upscaled with bicubic.\n\n"
+            "\b\nExamples:\n"
+            "  denoise sr photo.png                # writes photo_sr.png at the largest shipped scale\n"
+            "  denoise sr shots/ -o big/ --scale 2 # a folder into big/ (same names)",
             scales=(2, 4),
         ),
         Task(
