@@ -97,6 +97,15 @@ def test_vdn_keeps_any_size_and_hyper_costs_the_plain_macs() -> None:
     assert sum(p.numel() for p in hyper.parameters()) > 1.5 * sum(p.numel() for p in plain.parameters())
 
 
+def test_hyper_and_plain_twins_start_with_the_same_kernel_scale() -> None:
+    torch.manual_seed(0)
+    hyper, plain = VDN(hyper=True), VDN(hyper=False)
+    with torch.no_grad():
+        for name in ("dnet.bottom.0.conv1", "dnet.head", "snet.body.1"):
+            generated = hyper.get_submodule(name).weight().std()
+            assert float(generated) == pytest.approx(float(plain.get_submodule(name).weight.std()), rel=0.15)
+
+
 def test_noise_estimate_in_strips_equals_the_whole_image_estimate() -> None:
     torch.manual_seed(0)
     net = VDN(**TINY).eval()

@@ -12,6 +12,7 @@ and denoises; a coarse RGB made from the packed planes is its global skip.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -23,10 +24,17 @@ from .hyperconv import HyperConv2d
 Conv = Callable[[int, int], nn.Module]
 
 
+# The kernel std of PyTorch's default Conv2d init (uniform in +-1/sqrt(fan_in)) is 1/sqrt(3 fan_in):
+# generated kernels start with the same std, so a hyper network and its plain twin start alike.
+PLAIN_CONV_GAIN = 1 / math.sqrt(3)
+
+
 def conv_factory(hyper: bool, code_dim: int, hidden: int) -> Conv:
-    """3x3 'same' convs: HyperConv2d when ``hyper``, else nn.Conv2d."""
+    """3x3 'same' convs: HyperConv2d when ``hyper``, else nn.Conv2d; both start with the same kernel std."""
     if hyper:
-        return lambda cin, cout: HyperConv2d(cin, cout, 3, code_dim=code_dim, hidden=hidden, padding=1)
+        return lambda cin, cout: HyperConv2d(
+            cin, cout, 3, code_dim=code_dim, hidden=hidden, padding=1, init_gain=PLAIN_CONV_GAIN
+        )
     return lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1)
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hyperconv import HyperConv2d
 from .hyperisp import Block, Conv, conv_factory
 
 # VDN clamps the log of every variance parameter to this range (its code: log(1e-10) .. log(1e4)).
@@ -53,6 +54,16 @@ class Up(nn.Module):
         return F.pixel_shuffle(self.conv(x), 2)
 
 
+@torch.no_grad()
+def _start_small(conv: nn.Module, gain: float = 0.1) -> None:
+    """Initialise an output conv (plain or hyper) with a tenth of its usual kernel scale and zero bias."""
+    if isinstance(conv, HyperConv2d):
+        conv.reset_parameters(init_gain=gain)
+    else:
+        conv.weight.mul_(gain)
+        conv.bias.zero_()
+
+
 class DNet(nn.Module):
     """U-Net on the H/2 unshuffled image: (N, 3, H, W) -> (N, 6, H, W), residual mean and log m^2."""
 
@@ -66,6 +77,7 @@ class DNet(nn.Module):
         self.up2, self.dec2 = Up(4 * c, 2 * c, conv), Block(2 * c, conv)
         self.up1, self.dec1 = Up(2 * c, c, conv), Block(c, conv)
         self.tail = conv(c, 24)
+        _start_small(self.tail)  # the network starts near the identity (a small residual)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         x1 = self.enc1(self.head(F.pixel_unshuffle(y, 2)))
