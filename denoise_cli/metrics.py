@@ -32,23 +32,22 @@ def psnr(a: torch.Tensor, b: torch.Tensor, shave: int = 0, y_only: bool = False)
     return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def gaussian_blur(t: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """A normalised ``size`` x ``size`` Gaussian window per channel of (N, C, H, W), applied
+    separably over the valid region (the result is ``size - 1`` pixels smaller per side pair)."""
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
+    g = (g / g.sum()).to(t)
+    channels = t.shape[1]
+    rows, cols = g.view(1, 1, -1, 1).expand(channels, 1, -1, 1), g.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    return F.conv2d(F.conv2d(t, rows, groups=channels), cols, groups=channels)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, shave: int = 0, y_only: bool = False) -> float:
     """SSIM (Wang et al. 2004): 11x11 Gaussian window, sigma 1.5, valid region, mean over channels."""
     a, b = _prepare(a, b, shave, y_only)
-    channels = a.shape[1]
-    g = _gaussian_1d()
-    rows, cols = g.view(1, 1, -1, 1).expand(channels, 1, -1, 1), g.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
     c1, c2 = 0.01**2, 0.03**2
-
-    def blur(t: torch.Tensor) -> torch.Tensor:  # the 11x11 Gaussian window, applied separably
-        return F.conv2d(F.conv2d(t, rows, groups=channels), cols, groups=channels)
-
+    blur = gaussian_blur
     mu_a, mu_b = blur(a), blur(b)
     var_a = blur(a * a) - mu_a**2
     var_b = blur(b * b) - mu_b**2

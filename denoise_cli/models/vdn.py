@@ -30,6 +30,7 @@ from .hyperisp import Block, Conv, conv_factory
 
 # VDN clamps the log of every variance parameter to this range (its code: log(1e-10) .. log(1e4)).
 LOG_MIN, LOG_MAX = -23.0, 9.2
+SIZE_MULTIPLE = 8  # H/8 at the bottom of the U-Net: inputs are padded to this
 
 
 class Down(nn.Module):
@@ -107,8 +108,6 @@ class SNet(nn.Module):
 class VDN(nn.Module):
     """The denoiser; ``posterior`` gives what VDN's variational objective needs."""
 
-    size_multiple = 8  # H/8 at the bottom of the U-Net
-
     def __init__(
         self,
         features: int = 32,
@@ -126,10 +125,11 @@ class VDN(nn.Module):
     @staticmethod
     def _pad(y: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         height, width = y.shape[-2:]
-        return F.pad(y, (0, -width % 8, 0, -height % 8), mode="replicate"), height, width
+        m = SIZE_MULTIPLE
+        return F.pad(y, (0, -width % m, 0, -height % m), mode="replicate"), height, width
 
     def posterior(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean, log m^2, log alpha, log beta), each (N, 3, H, W); H and W multiples of 8."""
+        """(mean, log m^2, log alpha, log beta), each (N, 3, H, W); H and W multiples of SIZE_MULTIPLE."""
         d, s = self.dnet(y), self.snet(y)
         return (
             y + d[:, :3],

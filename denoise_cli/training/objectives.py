@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics import gaussian_blur
 from ..models.ddsnet import CHANNEL_STEP
 from .degrade import imresize
 
@@ -162,14 +163,8 @@ VDN_EPS2 = 1e-6
 def local_variance(residual: torch.Tensor, window: int = VDN_WINDOW) -> torch.Tensor:
     """xi: the squared noise averaged over a ``window`` x ``window`` Gaussian window (std window / 2 - 0.5)
     per channel, VDN's estimate of the true noise variance map from a (noisy, clean) pair."""
-    std = window / 2 - 0.5
-    taps = torch.arange(window, dtype=residual.dtype, device=residual.device) - window // 2
-    g = torch.exp(-(taps**2) / (2 * std**2))
-    g = g / g.sum()
-    channels = residual.shape[1]
     squared = F.pad(residual**2, (window // 2,) * 4, mode="reflect")
-    rows = F.conv2d(squared, g.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(rows, g.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    return gaussian_blur(squared, window, window / 2 - 0.5)
 
 
 def variational(
