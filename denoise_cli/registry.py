@@ -99,6 +99,26 @@ CARDS: dict[str, ModelCard] = {
             overlap=16,  # LR pixels; channel attention pools over the tile, so tiling is close, not exact
             memory_per_pixel=4000,
         ),
+        ModelCard(
+            name="drn-x4",
+            task="sr",
+            arch="drn",
+            summary="x4 super-resolution, dual regression (narrow DRN-S)",
+            paper=DRN_PAPER,
+            scale=4,
+            overlap=16,
+            memory_per_pixel=12000,
+        ),
+        ModelCard(
+            name="drn-light-x4",
+            task="sr",
+            arch="drn",
+            summary="x4 super-resolution, drn-x4 pruned (DRC) and distilled",
+            paper=DRN_PAPER + "; Guo et al., Towards Lightweight Super-Resolution with Dual Regression Learning, arXiv 2207.07929",
+            scale=4,
+            overlap=16,
+            memory_per_pixel=12000,
+        ),
     ]
 }
 
@@ -118,14 +138,16 @@ def card(name: str) -> ModelCard:
 def resolve(name: str, scale: int | None = None) -> str:
     """The card a ``--model NAME [--scale S]`` pair means: ``NAME-xS`` if that exists, else NAME.
 
-    Without a scale, a family of scales (``drn-x2``, ``drn-x4``) gives its largest member.
+    Without a scale, a family of scales (``drn-x2``, ``drn-x4``) gives its largest member whose
+    weights ship (its largest member if none do, so the error names the missing file).
     An unknown name is an UnknownModelError; a model of another scale is a ValueError.
     """
     if scale and f"{name}-x{scale}" in CARDS:
         return f"{name}-x{scale}"
     family = sorted(c.scale for c in CARDS.values() if c.name == f"{name}-x{c.scale}")
     if family and not scale:
-        return f"{name}-x{family[-1]}"
+        shipped = [s for s in family if CARDS[f"{name}-x{s}"].weights_path.is_file()]
+        return f"{name}-x{(shipped or family)[-1]}"
     if family:
         shown = ", ".join(f"x{s}" for s in family)
         raise ValueError(f"model {name!r} comes in {shown}, not x{scale}")

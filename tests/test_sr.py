@@ -28,6 +28,7 @@ def tiny_sr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     weights.save(model, folder / "drn-x2.safetensors", {"name": "drn-x2", "arch_args": TINY_DRN, "steps": 0})
     card = registry.ModelCard("drn-x2", "sr", "drn", "tiny test SR", "test", scale=2, overlap=8)
     monkeypatch.setitem(registry.CARDS, "drn-x2", card)
+    monkeypatch.delitem(registry.CARDS, "drn-x4", raising=False)  # the tiny family is x2 only
     monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(folder))
     return folder
 
@@ -68,6 +69,9 @@ def test_without_scale_the_largest_shipped_scale_runs(tiny_sr: Path, tmp_path: P
     assert json.loads(result.stdout)["scale"] == 2
     big = registry.ModelCard("drn-x4", "sr", "drn", "tiny", "test", scale=4, overlap=8)
     monkeypatch.setitem(registry.CARDS, "drn-x4", big)
+    assert registry.resolve("drn") == "drn-x2"  # x4 is known but its weights do not ship
+    x4_args = {**TINY_DRN, "scale": 4}
+    weights.save(registry.build("drn", **x4_args), tiny_sr / "drn-x4.safetensors", {"arch_args": x4_args})
     assert registry.resolve("drn") == "drn-x4" and registry.resolve("drn", 2) == "drn-x2"
 
 
