@@ -75,6 +75,7 @@ class ModelCard:
 
 
 DRN_PAPER = "Guo et al., Closed-loop Matters: Dual Regression Networks for Single Image Super-Resolution, CVPR 2020"
+DRC_PAPER = "Guo et al., Towards Lightweight Super-Resolution with Dual Regression Learning, arXiv 2207.07929"
 
 CARDS: dict[str, ModelCard] = {
     card.name: card
@@ -114,7 +115,7 @@ CARDS: dict[str, ModelCard] = {
             task="sr",
             arch="drn",
             summary="x4 super-resolution, drn-x4 pruned (DRC) and distilled",
-            paper=DRN_PAPER + "; Guo et al., Towards Lightweight Super-Resolution with Dual Regression Learning, arXiv 2207.07929",
+            paper=f"{DRN_PAPER}; {DRC_PAPER}",
             scale=4,
             overlap=16,
             memory_per_pixel=12000,
