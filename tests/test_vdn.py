@@ -34,14 +34,24 @@ def only(monkeypatch: pytest.MonkeyPatch, jpeg: float = 0.0, awgn: float = 0.0) 
 # ------------------------------------------------------------------------------ noise synthesis
 
 
-def test_camera_noise_is_seeded_and_the_target_is_the_clean_photo() -> None:
-    clean = torch.rand(4, 3, 33, 40) * 0.6 + 0.2
+def test_camera_noise_is_seeded_and_the_target_is_the_developed_clean_photo() -> None:
+    clean = torch.linspace(0.2, 0.8, 40).expand(4, 3, 33, 40).clone()  # smooth: demosaicking is exact
     noisy, target = realnoise.camera_noise(clean, torch.Generator().manual_seed(3))
     again, _ = realnoise.camera_noise(clean, torch.Generator().manual_seed(3))
     assert noisy.shape == target.shape == (4, 3, 32, 40)  # even sides for the Bayer mosaic
     assert torch.equal(noisy, again)
-    assert torch.allclose(target, clean[..., :32, :], atol=2e-3)  # nothing clipped in mid-tones
+    inner = (..., slice(2, -2), slice(2, -2))  # the demosaickers' borders aside
+    assert torch.allclose(target[inner], clean[..., :32, :][inner], atol=2e-3)  # nothing clipped in mid-tones
     assert torch.equal(noisy, (noisy * 255).round() / 255)  # stored as 8 bits
+
+
+def test_without_sensor_noise_the_residual_is_only_8_bit_rounding(monkeypatch: pytest.MonkeyPatch) -> None:
+    only(monkeypatch)
+    monkeypatch.setattr(realnoise, "SHOT_RANGE", (1e-12, 1.0001e-12))
+    textured = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
+    noisy, target = realnoise.camera_noise(textured, torch.Generator().manual_seed(0))
+    # The target went through the same demosaicker: its errors on texture are not noise to remove.
+    assert (noisy - target.clamp(0, 1)).abs().max() <= 1 / 255
 
 
 def test_camera_noise_grows_with_the_shot_level(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,3 +205,17 @@ def test_strength_blends_between_input_and_result(tiny_vdn: str, images: Path) -
     original = np.asarray(Image.open(source), dtype=float)
     assert np.abs((original + results["1"]) / 2 - results["0.5"]).max() <= 1.0
     assert CliRunner().invoke(main, ["denoise", str(source), "--strength", "1.5"]).exit_code == 2
+
+
+def test_noise_statistics_tell_white_from_correlated_noise() -> None:
+    from denoise_cli.training.noisestats import residual_stats
+
+    clean = torch.full((1, 3, 96, 96), 0.5)
+    white = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)) * (10 / 255)
+    stats = residual_stats(clean + white, clean)
+    assert stats["std"] == pytest.approx(10.0, rel=0.05)
+    assert abs(stats["neighbour"]) < 0.05 and abs(stats["colour"]) < 0.05
+    smeared = (white + white.roll(1, -1)) / 2 + white.mean(1, keepdim=True)  # over neighbours and colours
+    stats = residual_stats(clean + smeared, clean)
+    assert stats["neighbour"] > 0.3 and stats["colour"] > 0.3
+    assert stats["mid"] == pytest.approx(stats["std"]) and stats["dark"] != stats["dark"]  # only mid-grey: NaN
