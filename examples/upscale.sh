@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Upscale every image in a folder 2x into another folder, keeping names, alpha and bit depth,
-# and list each output's size from the JSON log.
-# Usage: examples/upscale.sh [IN_DIR] [OUT_DIR]
+# Upscale every image in a folder 2x or 4x into another folder, keeping names, alpha and bit
+# depth, and list each output's size from the JSON log.
+# Usage: examples/upscale.sh [IN_DIR] [OUT_DIR] [SCALE]   (SCALE 2 or 4, default 2)
 set -euo pipefail
 in_dir=${1:-"$(dirname "$0")"}
 out_dir=${2:-upscaled}
+scale=${3:-2}
 
-denoise sr "$in_dir" --scale 2 -o "$out_dir/" --json > upscale-log.jsonl
+denoise sr "$in_dir" --scale "$scale" -o "$out_dir/" --json > upscale-log.jsonl
 python3 -c '
 import json, sys
 for line in open(sys.argv[1]):
