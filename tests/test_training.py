@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,24 @@ def test_trains_resumes_and_exports(tmp_path: Path, data_root: Path) -> None:
     assert card["steps"] == 6 and card["arch_args"] == TINY_ARCH and card["recipe"]["patch"] == 32
     model, meta = registry.load("mallenet", out / "mallenet.safetensors")
     assert meta["steps"] == 6 and not model.training
+
+
+def test_sigterm_ends_the_step_checkpoints_and_stops(tmp_path: Path, data_root: Path, monkeypatch) -> None:
+    trainer = Trainer(tiny_recipe(6), tmp_path / "run", data_root)
+    step = trainer.train_step
+
+    def step_then_terminate() -> float:
+        loss = step()
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(trainer, "train_step", step_then_terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    trainer.run()
+    assert trainer.step == 2 and signal.getsignal(signal.SIGTERM) is before
+    resumed = Trainer(tiny_recipe(6), tmp_path / "run", data_root)
+    assert resumed.resume() and resumed.step == 2
 
 
 def test_learning_rate_warms_up_then_decays() -> None:

@@ -3,7 +3,8 @@
 Measured precision (bf16 autocast + channels_last where it is faster), AdamW with a
 linear warm-up and cosine decay, an EMA of the weights (which is what ships), gradient
 clipping, a PSNR curve on held-out training crops, and a resumable checkpoint written
-every few minutes. Exported weights are the EMA model as safetensors plus a JSON card.
+every few minutes and on SIGTERM / Ctrl-C. Exported weights are the EMA model as
+safetensors plus a JSON card.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import copy
 import datetime
 import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,25 @@ from .objectives import OBJECTIVES, pixel_loss
 from .recipes import SHARED_DATA, Recipe
 
 log = logging.getLogger("denoise.train")
+
+
+@contextmanager
+def signals_caught() -> Iterator[list[int]]:
+    """Record SIGTERM and SIGINT in the yielded list instead of dying, so a run can end its
+    step, checkpoint and stop (``kill PID`` or a session's end loses no work). Off the main
+    thread, where handlers cannot be set, the list stays empty."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: caught.append(signum)) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def lr_at(step: int, recipe: Recipe, restart: int | None = None) -> float:
@@ -245,6 +269,21 @@ class Trainer:
         log_every: int = 50,
         monitor_every: int = 1000,
     ) -> None:
+        with signals_caught() as caught:
+            self._run(caught, max_minutes, checkpoint_minutes, log_every, monitor_every)
+        self.save_checkpoint()
+        if self.recipe.finish is not None and self.step >= self.recipe.steps:
+            self.recipe.finish(self)
+        self.export(self.out_dir / f"{self.recipe.model}.safetensors")
+
+    def _run(
+        self,
+        caught: list[int],
+        max_minutes: float | None,
+        checkpoint_minutes: float,
+        log_every: int,
+        monitor_every: int,
+    ) -> None:
         started = time.monotonic()
         last_checkpoint = started
         losses: list[float] = []
@@ -274,9 +313,8 @@ class Trainer:
                 last_checkpoint = now
             if max_minutes is not None and now - started > max_minutes * 60:
                 log.info("time budget of %.0f min reached at step %d", max_minutes, self.step)
-                break
+                return
+            if caught:
+                log.info("signal %d: stopping resumably at step %d", caught[0], self.step)
+                return
             tick = time.monotonic()
-        self.save_checkpoint()
-        if self.recipe.finish is not None and self.step >= self.recipe.steps:
-            self.recipe.finish(self)
-        self.export(self.out_dir / f"{self.recipe.model}.safetensors")
