@@ -123,6 +123,20 @@ def test_dual_regression_trains_the_dual_nets_and_resumes_them(tmp_path: Path, d
     assert set(saved["model"]) == set(trainer.model.state_dict())  # the duals are not in the model weights
 
 
+def test_init_from_a_run_folder_takes_its_trained_dual_nets(tmp_path: Path, data_root: Path) -> None:
+    first = Trainer(tiny_drn_recipe(2), tmp_path / "run", data_root)
+    first.run()
+    tuned = Trainer(tiny_drn_recipe(2), tmp_path / "tune", data_root)
+    tuned.init_from(tmp_path / "run" / "drn-x4.safetensors", continue_schedule=False)
+    pairs = zip(first.companion.state_dict().values(), tuned.companion.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    fresh = Trainer(tiny_drn_recipe(2), tmp_path / "fresh", data_root)
+    fresh.init_from(tmp_path / "run" / "drn-x4.safetensors", continue_schedule=False)
+    pairs = zip(first.companion.state_dict().values(), fresh.companion.state_dict().values(), strict=True)
+    assert not all(torch.equal(a, b) for a, b in pairs)
+
+
 def test_scale_pyramid_runs_from_the_input_to_the_target() -> None:
     target = torch.rand(2, 3, 32, 48)
     inputs = bicubic_down(4)(target, torch.Generator())[0]

@@ -169,6 +169,7 @@ class Trainer:
         """
         weights.load_into(self.model, path)
         weights.load_into(self.ema, path)
+        self._companion_from_run(path.parent / "checkpoint.pt")
         card = weights.read_card(path)
         if continue_schedule and card.get("name") == self.recipe.model:
             self.step = self.restart = int(card.get("steps", 0))
@@ -176,6 +177,19 @@ class Trainer:
         else:
             self.parent = {k: card.get(k) for k in ("name", "steps", "train_seconds", "parent") if card.get(k)}
         log.info("initialised from %s (step %d)", path, self.step)
+
+    def _companion_from_run(self, checkpoint: Path) -> None:
+        """The trained companion (e.g. DRN's dual nets) of the run the --init weights come from,
+        when its checkpoint sits beside them and fits; otherwise the companion starts afresh."""
+        if self.companion is None or not checkpoint.is_file():
+            return
+        state = torch.load(checkpoint, weights_only=True).get("companion")
+        try:
+            self.companion.load_state_dict(state or {})
+        except RuntimeError:
+            log.info("companion starts afresh (%s holds another one)", checkpoint)
+            return
+        log.info("companion loaded from %s", checkpoint)
 
     # -- steps -----------------------------------------------------------------------
     def _forward_backward(self, precision: str) -> float:
