@@ -78,16 +78,3 @@ def test_weights_round_trip_keeps_outputs(tmp_path) -> None:
     x = torch.rand(1, 3, 40, 40)
     with torch.no_grad():
         assert torch.equal(model(x), other(x))
-
-
-def test_pointwise_matches_a_1x1_conv_in_both_memory_layouts() -> None:
-    from denoise_cli.models.layers import Pointwise
-
-    torch.manual_seed(0)
-    fast, conv = Pointwise(6, 10), torch.nn.Conv2d(6, 10, 1)
-    conv.load_state_dict(fast.state_dict())  # same parameters, same names
-    x = torch.randn(2, 6, 7, 9)
-    for layout in (torch.contiguous_format, torch.channels_last):
-        y = fast(x.contiguous(memory_format=layout))
-        assert torch.allclose(y, conv(x), atol=1e-6)
-        assert y.is_contiguous(memory_format=layout)

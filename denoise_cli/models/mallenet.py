@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Pointwise, blocks
+from .layers import blocks
 
 
 def slice_and_conv(
@@ -62,7 +62,7 @@ class KernelPredictor(nn.Module):
             nn.Conv2d(channels, hidden, 3, padding=1),
             nn.PReLU(hidden),
             blocks(hidden, 2, expansion=2),
-            Pointwise(hidden, channels * (self.taps + 1)),
+            nn.Conv2d(hidden, channels * (self.taps + 1), 1),
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,11 +130,11 @@ class MalleNet(nn.Module):
         # pyramid's space-to-depth, rather than the released code's bilinear resize: a
         # bilinear H/2 -> H step left per-pixel detail to the shallow full-resolution path.
         self.up = nn.ModuleList(
-            nn.Sequential(Pointwise(widths[i + 1], 4 * widths[i]), nn.PixelShuffle(2)) for i in range(3)
+            nn.Sequential(nn.Conv2d(widths[i + 1], 4 * widths[i], 1), nn.PixelShuffle(2)) for i in range(3)
         )
         self.fuse = nn.ModuleList(
             [
-                Pointwise(2 * widths[0], widths[0]),
+                nn.Conv2d(2 * widths[0], widths[0], 1),
                 nn.Conv2d(2 * widths[1], widths[1], 3, padding=1),
                 nn.Conv2d(2 * widths[2], widths[2], 3, padding=1),
             ]
