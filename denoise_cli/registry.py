@@ -77,6 +77,14 @@ class ModelCard:
 DRN_PAPER = "Guo et al., Closed-loop Matters: Dual Regression Networks for Single Image Super-Resolution, CVPR 2020"
 DRC_PAPER = "Guo et al., Towards Lightweight Super-Resolution with Dual Regression Learning, arXiv 2207.07929"
 
+
+def drn_card(name: str, scale: int, what: str, memory_per_pixel: int, paper: str = DRN_PAPER) -> ModelCard:
+    """A DRN super-resolution card. Overlap is in LR pixels; channel attention pools over the
+    tile, so tiling is close to the whole-image result, not exact."""
+    summary = f"x{scale} super-resolution, {what}"
+    return ModelCard(name, "sr", "drn", summary, paper, scale=scale, overlap=16, memory_per_pixel=memory_per_pixel)
+
+
 CARDS: dict[str, ModelCard] = {
     card.name: card
     for card in [
@@ -90,36 +98,9 @@ CARDS: dict[str, ModelCard] = {
             tile_multiple=16,
             memory_per_pixel=1000,  # measured peak RSS growth: 907 B/px at 512^2, 685 B/px at 1024^2
         ),
-        ModelCard(
-            name="drn-x2",
-            task="sr",
-            arch="drn",
-            summary="x2 super-resolution, dual regression (narrow DRN-S)",
-            paper=DRN_PAPER,
-            scale=2,
-            overlap=16,  # LR pixels; channel attention pools over the tile, so tiling is close, not exact
-            memory_per_pixel=4000,
-        ),
-        ModelCard(
-            name="drn-x4",
-            task="sr",
-            arch="drn",
-            summary="x4 super-resolution, dual regression (narrow DRN-S)",
-            paper=DRN_PAPER,
-            scale=4,
-            overlap=16,
-            memory_per_pixel=12000,
-        ),
-        ModelCard(
-            name="drn-light-x4",
-            task="sr",
-            arch="drn",
-            summary="x4 super-resolution, drn-x4 pruned (DRC) and distilled",
-            paper=f"{DRN_PAPER}; {DRC_PAPER}",
-            scale=4,
-            overlap=16,
-            memory_per_pixel=12000,
-        ),
+        drn_card("drn-x2", 2, "dual regression (narrow DRN-S)", memory_per_pixel=4000),
+        drn_card("drn-x4", 4, "dual regression (narrow DRN-S)", memory_per_pixel=12000),  # measured 11.6 kB
+        drn_card("drn-light-x4", 4, "drn-x4 pruned (DRC) and distilled", 12000, paper=f"{DRN_PAPER}; {DRC_PAPER}"),
     ]
 }
 

@@ -70,13 +70,15 @@ def real_pairs(folder: Path, count: int, crop: int) -> list[tuple[torch.Tensor, 
     return found
 
 
-def synthetic_pairs(
-    data: Path, count: int, crop: int, shot: float, seed: int = 0
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The synthesis at one shot level on centre crops of ``count`` training photos spread over train/."""
+def training_crops(data: Path, count: int, crop: int) -> torch.Tensor:
+    """Centre crops of ``count`` training photos spread over train/ (photos smaller than ``crop`` are skipped)."""
     files = list_images([data / "train" / "bsds400", data / "train" / "t91"])
     chosen = files[:: max(1, len(files) // count)][:count]
-    clean = center_crops([load_rgb(f) for f in chosen], crop)
+    return center_crops([load_rgb(f) for f in chosen], crop)
+
+
+def synthetic_pairs(clean: torch.Tensor, shot: float, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The synthesis at one shot level on a batch of clean crops."""
     generator = torch.Generator().manual_seed(seed)
     camera = random_camera(generator, len(clean), (shot, shot))
     noisy, target = sensor_noise(clean, camera, torch.ones(len(clean), dtype=torch.bool), generator)
@@ -90,8 +92,9 @@ def compare(data: Path, count: int, crop: int) -> dict[str, tuple[dict[str, floa
         found = real_pairs(data / "real" / name, count, crop)
         if found:
             rows[f"real {name}"] = (_mean([residual_stats(n, c) for n, c in found]), found)
+    clean = training_crops(data, count, crop)
     for level, shot in SHOT_LEVELS.items():
-        found = synthetic_pairs(data, count, crop, shot)
+        found = synthetic_pairs(clean, shot)
         rows[f"synthetic, {level} shot ({shot:.1e})"] = (_mean([residual_stats(n, c) for n, c in found]), found)
     return rows
 
