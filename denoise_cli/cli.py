@@ -137,7 +137,7 @@ def run_task(task: Task, **opts: Any) -> None:
     """The one flow behind every image subcommand."""
     setup_logging(opts["verbose"], opts["quiet"])
     console = Console(opts["quiet"], opts["verbose"], opts["json_lines"])
-    model = opts["model"] or task.default_model
+    model = opts["model"] or TASKS[task.name].default_model  # looked up now: tests swap the default
     classic = opts.get("engine") == "classic"
     if model is None and not classic:
         hint = " (--engine classic runs LibRaw's pipeline)" if task.raw_options else ""
@@ -339,9 +339,11 @@ for _task in TASKS.values():
 def models_command(json_lines: bool) -> None:
     """List the models: task, parameters, MACs per megapixel, measured quality."""
     from .flops import size_facts
-    from .registry import CARDS, build_from_card
+    from .registry import CARDS, build_from_card, resolve
+    from .tasks import TASKS
     from .weights import WeightsError, read_card
 
+    defaults = {resolve(t.default_model) for t in TASKS.values() if t.default_model}
     rows = []
     for card in CARDS.values():
         try:
@@ -361,6 +363,8 @@ def models_command(json_lines: bool) -> None:
                 "quality": meta.get("metrics", {}).get("summary", ""),
                 "steps": meta.get("steps"),
                 "status": status,
+                "default": card.name in defaults,
+                "why": meta.get("why", ""),
                 "summary": card.summary,
                 "paper": card.paper,
             }
@@ -377,8 +381,13 @@ def models_command(json_lines: bool) -> None:
         params = f"{r['params'] / 1e6:.2f} M" if r["params"] else "-"
         macs = f"{r['gmacs_per_mp']:.0f}" if r["gmacs_per_mp"] else "-"
         what = r["summary"] if r["status"] == "ok" else f"{r['summary']} ({r['status']})"
-        table.add_row(r["name"], r["task"], params, macs, r["quality"] or "-", what)
-    RichConsole(soft_wrap=False).print(table)
+        name = f"{r['name']} (default)" if r["default"] else r["name"]
+        table.add_row(name, r["task"], params, macs, r["quality"] or "-", what)
+    console = RichConsole(soft_wrap=False)
+    console.print(table)
+    for r in rows:
+        if r["default"] and r["why"]:
+            console.print(f"{r['name']} is the default of `denoise {r['task']}`: {r['why']}", highlight=False)
 
 
 def _variants(enhancer: Any, model: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .fsutil import atomic_write_bytes
@@ -15,11 +16,12 @@ class WeightsError(Exception):
     """Weights or their card are missing, unreadable or do not fit the architecture."""
 
 
-def save(model: nn.Module, path: Path, card: dict[str, Any]) -> None:
-    """Save a state dict as safetensors and its card as JSON beside it."""
+def save(model: nn.Module, path: Path, card: dict[str, Any], dtype: torch.dtype = torch.float32) -> None:
+    """Save a state dict as safetensors (``dtype``: float16 halves a large model's file; loading
+    casts back to the model's float32) and its card as JSON beside it."""
     from safetensors.torch import save as save_bytes
 
-    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save_bytes(state))
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
 

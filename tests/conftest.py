@@ -6,6 +6,7 @@ weights folder (``DENOISE_WEIGHTS_DIR``); quality tests use the shipped weights.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,15 @@ import torch
 from PIL import Image
 
 from denoise_cli import registry, weights
+from denoise_cli.tasks import TASKS
 
 TINY_ARCH = {"channels": 8, "full_res_channels": 4, "blocks_per_stage": 1, "kernel_size": 3}
 
 
 @pytest.fixture
 def tiny_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A weights folder whose ``mallenet`` is a tiny random MalleNet."""
+    """A weights folder whose ``mallenet`` is a tiny random MalleNet, the default of ``denoise denoise`` here."""
+    monkeypatch.setitem(TASKS, "denoise", dataclasses.replace(TASKS["denoise"], default_model="mallenet"))
     torch.manual_seed(0)
     model = registry.build("mallenet", **TINY_ARCH)
     folder = tmp_path / "weights"

@@ -257,6 +257,7 @@ def test_models_lists_shipped_models_with_their_facts(tiny_weights: Path) -> Non
     rows = {r["name"]: r for r in map(json.loads, result.stdout.splitlines())}
     assert rows["mallenet"]["task"] == "denoise" and rows["mallenet"]["status"] == "ok"
     assert rows["mallenet"]["params"] > 1000 and rows["mallenet"]["gmacs_per_mp"] > 0.1
+    assert rows["mallenet"]["default"] and not rows["drn-x2"]["default"]  # sr's default is drn-x4
     table = run("models")
     assert table.exit_code == 0 and "mallenet" in table.stdout and "denoise" in table.stdout
 

@@ -92,3 +92,17 @@ def test_a_regular_install_finds_the_weights_under_its_prefix(tmp_path: Path, mo
     assert registry.weights_dir() == installed
     monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(tmp_path))
     assert registry.weights_dir() == tmp_path
+
+
+def test_float16_storage_halves_the_file_and_loads_back_as_float32(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(8, 8, 3)
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    weights.save(model, full, {"name": "full"})
+    weights.save(model, half, {"name": "half"}, torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = torch.nn.Conv2d(8, 8, 3)
+    weights.load_into(loaded, half)
+    assert loaded.weight.dtype == torch.float32
+    assert torch.allclose(loaded.weight, model.weight, rtol=1e-3, atol=1e-4)
+    assert not torch.equal(loaded.weight, model.weight)  # it really was rounded

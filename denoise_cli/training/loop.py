@@ -273,7 +273,7 @@ class Trainer:
             old = weights.read_card(path)
             card = {**{k: v for k, v in old.items() if k in ("metrics", "why")}, **card}
         card.update(extra or {})
-        weights.save(model, path, card)
+        weights.save(model, path, card, getattr(torch, self.recipe.stored_as))
         log.info("exported %s weights to %s (step %d)", which, path, self.step)
 
     def run(

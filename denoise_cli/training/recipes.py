@@ -64,6 +64,8 @@ class Recipe:
     """A step after the last training step, given the Trainer (e.g. DDS-Net's channel tailoring)."""
     holdout: int = 12
     """Training images kept apart for the monitoring curve."""
+    stored_as: str = "float32"
+    """Tensor type of the exported weights file: "float16" for large models (half the size)."""
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
@@ -188,6 +190,7 @@ def vdn_recipe(hyper: bool, **schedule: Any) -> Recipe:
             if hyper
             else "plain convs: the same network and MACs as vdn-hyper, fewer parameters",
         ],
+        stored_as="float16",  # 7.8 M parameters with the hypernetworks: 15.7 MB instead of 31
         **{"patch": 128, "batch": 16, "steps": 8000, "lr": 2e-4, **schedule},
     )
 
