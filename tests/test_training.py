@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -262,3 +263,17 @@ def test_the_network_shape_comes_from_the_run_then_the_init_card(tmp_path: Path)
     own = {"arch": "drn", "arch_args": {"inner": [4] * 8}}
     weights.save(torch.nn.Linear(1, 1), run / "drn-light-x4.safetensors", own)
     assert architecture_of("drn-light-x4", "drn", recipe_args, run, pruned)["inner"] == [4] * 8  # resuming wins
+
+
+def test_the_input_floor_is_logged_for_same_size_tasks_only(tmp_path: Path) -> None:
+    data_root = tmp_path / "data"
+    (data_root / "train" / "synthetic").mkdir(parents=True)
+    for i in range(4):  # the held-out crops are 128 px
+        Image.fromarray(photo(160, 160, seed=i)).save(data_root / "train" / "synthetic" / f"{i}.png")
+    denoiser = Trainer(dataclasses.replace(tiny_recipe(1), holdout=2), tmp_path / "a", data_root)
+    floor = denoiser.monitor_inputs()
+    # mallenet's monitor adds sigma 15/25/50 AWGN: the input PSNR falls as sigma grows, near 20*log10(255/sigma)
+    assert list(floor) == list(RECIPES["mallenet"].monitor)
+    assert all(abs(v - 20 * math.log10(255 / float(k.removeprefix("sigma")))) < 1.0 for k, v in floor.items())
+    upscaler = Trainer(dataclasses.replace(tiny_drn_recipe(1), holdout=2), tmp_path / "b", data_root)
+    assert upscaler.monitor_inputs() == {}

@@ -240,6 +240,18 @@ class Trainer:
         model.train(was_training)
         return scores
 
+    def monitor_inputs(self) -> dict[str, float]:
+        """PSNR of the degraded held-out crops themselves, where input and target have one size
+        (a denoiser's floor to read the curve against)."""
+        if self.monitor_clean is None:
+            return {}
+        scores = {}
+        for name, degrade in self.recipe.monitor.items():
+            inputs, target = degrade(self.monitor_clean, torch.Generator().manual_seed(1234))
+            if inputs.shape == target.shape:
+                scores[name] = psnr(inputs.float().clamp(0, 1), target)
+        return scores
+
     def best_weights(self) -> tuple[str, nn.Module, dict[str, float]]:
         """The EMA or the raw weights, whichever scores higher on the held-out crops.
 
@@ -301,6 +313,8 @@ class Trainer:
         started = time.monotonic()
         last_checkpoint = started
         losses: list[float] = []
+        if inputs := self.monitor_inputs():
+            log.info("held-out PSNR of the inputs  %s", "  ".join(f"{k} {v:.2f}" for k, v in inputs.items()))
         tick = time.monotonic()
         while self.step < self.recipe.steps:
             losses.append(self.train_step())
