@@ -463,12 +463,14 @@ def eval_command(
     Denoisers: RGB, 8-bit outputs, fixed-seed AWGN (or noisy/clean pairs), CBM3D with
     --baseline. Super-resolution: Y channel with the scale shaved, beside bicubic.
     Demosaicking: RGGB mosaics, RGB with a 4-pixel border ignored, beside bilinear and
-    Malvar. Deblocking: libjpeg at each --quality, beside the JPEG input.
+    Malvar. Deblocking: libjpeg at each --quality, beside the JPEG input. RAW-to-RGB:
+    synthetic camera RAW unprocessed from each image (noise and camera fixed per file name),
+    RGB with a 4-pixel border ignored, beside Malvar with the known camera and LibRaw.
     """
     from pathlib import Path
 
     from .engine import Enhancer
-    from .evaluate import evaluate_deblock, evaluate_demosaic, evaluate_model, evaluate_sr
+    from .evaluate import evaluate_deblock, evaluate_demosaic, evaluate_model, evaluate_raw2rgb, evaluate_sr
     from .weights import WeightsError
 
     setup_logging(False, False)
@@ -497,6 +499,9 @@ def eval_command(
             continue
         if task == "demosaic":
             rows += evaluate_demosaic(enhancer, model, Path(data), **subset)
+            continue
+        if task == "raw2rgb":
+            rows += evaluate_raw2rgb(enhancer, model, Path(data), **subset)
             continue
         if task == "deblock":
             rows += evaluate_deblock(enhancer, model, Path(data), list(opts["qualities"]), **subset)

@@ -9,6 +9,11 @@ ignored, beside bilinear and Malvar-He-Cutler. Deblocking encodes each image wit
 (Pillow) at each quality, grey images as one-channel JPEGs, and scores RGB (grey images on
 their one channel) beside the JPEG input.
 
+RAW-to-RGB unprocesses each image into a synthetic camera RAW (``training.unprocess``: a
+random camera and sensor noise, fixed per file name) and scores the developed sRGB against
+the camera pipeline's rendering of the clean image: RGB, 4-pixel border ignored, beside
+Malvar-He-Cutler with the known camera and LibRaw developing the same mosaic as a DNG.
+
 Super-resolution follows the benchmark protocol of the SR papers: the HR image is cropped
 to a multiple of the scale, shrunk with MATLAB-style bicubic and stored as 8 bits; PSNR/SSIM
 on the Y channel with ``scale`` border pixels shaved; bicubic up-scaling is the baseline.
@@ -25,7 +30,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +39,9 @@ from .imageio import read_image
 from .metrics import psnr, ssim
 from .training.data import list_images
 from .training.degrade import imresize
+
+if TYPE_CHECKING:
+    from .training.unprocess import CameraParams
 
 BASELINE_TIMEOUT_S = 600
 
@@ -283,6 +291,104 @@ def evaluate_demosaic(
         seconds += time.perf_counter() - start
     return [
         EvalRow(data.name, name, *score.mean(), len(score.psnr), seconds if name == method else 0.0)
+        for name, score in scores.items()
+    ]
+
+
+RAW_BLACK, RAW_WHITE = 2048, 16383
+"""Levels of the DNGs LibRaw develops: a 14-bit sensor with room below black for the noise."""
+
+
+def _crop_raw_pair(packed: torch.Tensor, target: torch.Tensor, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre-crop a packed mosaic (N, 4, h, w) and its full-resolution target to ``size`` (rounded
+    down to even) at the same place, keeping the crop on the RGGB grid."""
+    if not size:
+        return packed, target
+    half = max(1, size // 2)
+    h, w = packed.shape[-2:]
+    top, left = max(0, (h - half) // 2), max(0, (w - half) // 2)
+    packed = packed[..., top : top + half, left : left + half]
+    return packed, target[..., 2 * top : 2 * (top + half), 2 * left : 2 * (left + half)]
+
+
+def _libraw_develop(folder: Path, name: str, noisy: torch.Tensor, params: CameraParams) -> dict[str, torch.Tensor]:
+    """LibRaw's rendering of a synthetic RAW, through a DNG with the camera's white balance and colour matrix.
+
+    Returns ``{"classic": as raw2rgb --engine classic, "linear": without LibRaw's tone curve,
+    then our gamma and tone curve}``. The DNG holds the mosaic times the camera's digital gain,
+    which LibRaw has no step for.
+    """
+    from .dng import color_matrix_for, mosaic_codes, write_dng
+    from .raw import develop_classic, gamma_compress, smoothstep, unpack
+
+    exposed = unpack(noisy)[0, 0].double().numpy() * float(params.digital_gain[0])
+    neutral = (1.0 / float(params.red_gain[0]), 1.0, 1.0 / float(params.blue_gain[0]))
+    matrix = color_matrix_for(params.cam_to_srgb[0].double().numpy())
+    codes = mosaic_codes(exposed, RAW_BLACK, RAW_WHITE)
+    path = write_dng(folder / f"{Path(name).stem}.dng", codes, "RGGB", RAW_BLACK, RAW_WHITE, neutral, matrix)
+    out = {}
+    for key, linear in (("classic", False), ("linear", True)):
+        developed = develop_classic(path, "camera", linear=linear).astype(np.float32) / 65535.0
+        out[key] = torch.from_numpy(developed).permute(2, 0, 1)[None]
+    out["linear"] = smoothstep(gamma_compress(out["linear"]))
+    return out
+
+
+RAW2RGB_MALVAR = "Malvar-He-Cutler + known camera"
+RAW2RGB_LIBRAW = "LibRaw (raw2rgb --engine classic)"
+RAW2RGB_LIBRAW_LINEAR = "LibRaw linear + same tone curve"
+
+
+def evaluate_raw2rgb(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    method: str,
+    data: Path,
+    crop: int | None = None,
+    limit: int | None = None,
+) -> list[EvalRow]:
+    """Score ``run`` (white-balanced packed RGGB (1,4,h,w) -> white-balanced linear RGB (1,3,2h,2w))
+    on synthetic RAW made from the images in ``data``, beside two classical pipelines.
+
+    The model sees what training fed it (``unprocess.synthetic_raw``): the noisy mosaic times the
+    camera's white-balance and digital gains; its output goes through the same colour matrix, gamma
+    and tone curve as the target (``raw.balanced_to_srgb``). Malvar-He-Cutler demosaicks that same
+    input and is developed the same way (no denoising). LibRaw develops the mosaic written as a DNG
+    with the camera's as-shot white balance and colour matrix, as ``raw2rgb --engine classic``
+    does, and once more with linear output and our tone curve.
+    """
+    import tempfile
+
+    from .raw import balanced_to_srgb, demosaic_malvar, unpack, white_balance_packed
+    from .training.unprocess import synthetic_test_set
+
+    files = list_images([data])
+    files = files[:limit] if limit else files
+    names = (RAW2RGB_MALVAR, RAW2RGB_LIBRAW, RAW2RGB_LIBRAW_LINEAR, method)
+    scores = {name: Score(shave=DEMOSAIC_BORDER) for name in names}
+    seconds = 0.0
+    with tempfile.TemporaryDirectory(prefix="denoise-eval-") as folder:
+        for path, noisy_full, target_full, params in synthetic_test_set(files):
+            noisy, target = _crop_raw_pair(noisy_full, target_full, crop)
+            balanced = white_balance_packed(noisy, params.gains())
+            ccm = params.cam_to_srgb
+            scores[RAW2RGB_MALVAR].add(quantize(balanced_to_srgb(demosaic_malvar(unpack(balanced)), ccm)), target)
+            libraw = _libraw_develop(Path(folder), path.name, noisy, params)
+            scores[RAW2RGB_LIBRAW].add(quantize(libraw["classic"]), target)
+            scores[RAW2RGB_LIBRAW_LINEAR].add(quantize(libraw["linear"]), target)
+            start = time.perf_counter()
+            out = run(balanced)
+            seconds += time.perf_counter() - start
+            scores[method].add(quantize(balanced_to_srgb(out, ccm)), target)
+    dng = "DNG of the mosaic times the digital gain, as-shot white balance and colour matrix"
+    notes = {
+        RAW2RGB_MALVAR: "no denoising; the camera's gains and colour matrix, then gamma 1/2.2 and tone curve",
+        RAW2RGB_LIBRAW: f"{dng}; LibRaw's tone is BT.709 gamma, no S-curve: not the target's tone, not comparable",
+        RAW2RGB_LIBRAW_LINEAR: f"{dng}; LibRaw AHD and colour matrix, linear output, then gamma 1/2.2 and tone curve",
+        method: "white-balanced noisy mosaic in; colour matrix, gamma 1/2.2 and tone curve after",
+    }
+    setting = f"{data.name} synthetic RAW"
+    return [
+        EvalRow(setting, name, *score.mean(), len(score.psnr), seconds if name == method else 0.0, notes[name])
         for name, score in scores.items()
     ]
 

@@ -31,6 +31,7 @@ __all__ = [
     "RawReadError",
     "apply_ccm",
     "apply_gains",
+    "balanced_to_srgb",
     "bayer_from_picture",
     "demosaic_bilinear",
     "demosaic_malvar",
@@ -114,6 +115,16 @@ def smoothstep(x: torch.Tensor) -> torch.Tensor:
     """The paper's global tone curve 3x^2 - 2x^3 on [0, 1] (an S-curve that adds mid-tone contrast)."""
     x = x.clamp(0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
+
+
+def balanced_to_srgb(linear: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
+    """White-balanced linear camera RGB (N, 3, H, W) to sRGB in [0, 1]: the steps after white balance.
+
+    Clip (sensor saturation), the (N, 3, 3) camera-to-sRGB colour matrix, clip, gamma and tone
+    curve. raw2rgb runs this on the network's output, and unprocessing's ``process`` after its gains.
+    """
+    image = apply_ccm(linear.clamp(0.0, 1.0), ccm).clamp(0.0, 1.0)
+    return smoothstep(gamma_compress(image))
 
 
 def white_balance_packed(packed: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
@@ -382,7 +393,10 @@ def _matrix(values: np.ndarray | None, rows: list[int] | None, cols: list[int] |
 
 
 def _normalise(data: np.ndarray, blacks: list[float], white: float) -> np.ndarray:
-    """(data - black) / (white - black) per 2x2 site, clipped to [0, 1], as float32."""
+    """(data - black) / (white - black) per 2x2 site, clipped at 1 (saturation), as float32.
+
+    Not clipped at 0: read noise around the black level stays zero-mean, as in the synthetic
+    RAW the network was trained on (clipping would brighten the shadows of noisy shots)."""
     out = data.astype(np.float32)
     for index, black in enumerate(blacks):
         dy, dx = divmod(index, 2)
@@ -391,7 +405,7 @@ def _normalise(data: np.ndarray, blacks: list[float], white: float) -> np.ndarra
         site = out[dy::2, dx::2]
         site -= black
         site /= white - black
-    return np.clip(out, 0.0, 1.0, out=out)
+    return np.minimum(out, 1.0, out=out)
 
 
 def _to_raw_mosaic(raw: rawpy.RawPy) -> RawMosaic:
@@ -464,10 +478,12 @@ def white_balance_gains(raw: RawMosaic, mode: str) -> tuple[float, float, float]
     return (green / max(r, 1e-6), 1.0, green / max(b, 1e-6))
 
 
-def develop_classic(path: Path, white_balance: str) -> np.ndarray:
+def develop_classic(path: Path, white_balance: str, linear: bool = False) -> np.ndarray:
     """LibRaw's own pipeline (rawpy ``postprocess``): 16-bit sRGB, HxWx3 uint16, orientation applied.
 
-    No automatic brightening, as for the network; the same white-balance modes.
+    No automatic brightening, as for the network; the same white-balance modes. LibRaw's
+    tone is its default BT.709 curve (gamma 2.222, slope 4.5); ``linear`` leaves it out
+    (linear sRGB primaries), for callers that apply a tone curve of their own.
     """
     if white_balance not in WHITE_BALANCES:
         raise ValueError(f"unknown white balance {white_balance!r} (use one of: {', '.join(WHITE_BALANCES)})")
@@ -479,6 +495,8 @@ def develop_classic(path: Path, white_balance: str) -> np.ndarray:
             output_color=rawpy.ColorSpace.sRGB,
             output_bps=16,
             no_auto_bright=True,
+            adjust_maximum_thr=0.0,  # else LibRaw lowers the white level to a bright image's maximum (brightening it)
+            gamma=(1.0, 1.0) if linear else None,
         )
 
 

@@ -119,14 +119,12 @@ def read_raw_to_rgb(source: Path | bytes, options: ReadOptions) -> Prepared:
 
     from .imageio import ImageReadError, Picture
     from .raw import (
-        apply_ccm,
+        balanced_to_srgb,
         develop_classic,
         from_rggb_crop,
-        gamma_compress,
         orient,
         pack,
         read_raw,
-        smoothstep,
         white_balance_gains,
         white_balance_packed,
     )
@@ -150,8 +148,7 @@ def read_raw_to_rgb(source: Path | bytes, options: ReadOptions) -> Prepared:
         ccm = torch.from_numpy(raw.camera_to_srgb).float()
 
     def finish(linear: torch.Tensor) -> torch.Tensor:
-        linear = from_rggb_crop(linear, raw.pattern, size=raw.size).clamp(0.0, 1.0)
-        srgb = smoothstep(gamma_compress(apply_ccm(linear, ccm[None]).clamp(0.0, 1.0)))
+        srgb = balanced_to_srgb(from_rggb_crop(linear, raw.pattern, size=raw.size), ccm[None])
         return orient(srgb, raw.flip)
 
     facts.update(engine="network", pattern=raw.pattern, wb_gains=[round(g, 4) for g in gains])

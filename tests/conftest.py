@@ -41,6 +41,15 @@ def photo(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
+def smooth_scene(height: int = 48, width: int = 64) -> np.ndarray:
+    """A known smooth linear colour image, (H, W, 3) float64 in [0.1, 0.8]: ramps and a slow wave."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    red = 0.2 + 0.5 * x / max(width - 1, 1)
+    green = 0.3 + 0.4 * y / max(height - 1, 1)
+    blue = 0.45 + 0.3 * np.sin(x / 9.0) * np.cos(y / 7.0)
+    return np.stack([red, green, blue], axis=-1)
+
+
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
     """A folder with three small PNG photos."""

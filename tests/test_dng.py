@@ -1,4 +1,4 @@
-"""Tests for the DNG test helper (tests/dng.py): rawpy/LibRaw and denoise_cli.raw.read_raw read back what it wrote."""
+"""Tests for the DNG writer (denoise_cli/dng.py): rawpy/LibRaw and denoise_cli.raw.read_raw read back what it wrote."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import pytest
 import rawpy
 import torch
 
+from denoise_cli.dng import LIBRAW_SRGB_TO_XYZ, bayer_from_rgb, write_dng
 from denoise_cli.metrics import psnr
 from denoise_cli.raw import CFA_PATTERNS, demosaic_malvar, from_rggb_crop, read_raw, to_rggb
 
-from .dng import bayer_from_rgb, smooth_scene, write_dng
+from .conftest import smooth_scene
 
 BLACKS = (500, 510, 520, 530)  # one per site of the 2x2 cell, reading order: distinct, to catch mix-ups
 WHITE = 16000
 NEUTRAL = (0.5, 1.0, 0.625)  # camera response to white: WB gains 2.0, 1.0, 1.6
-# Linear sRGB (D65) -> XYZ as dcraw/LibRaw use it (Lindbloom's values for IEC 61966-2-1).
-SRGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]])
+SRGB_TO_XYZ = np.array(LIBRAW_SRGB_TO_XYZ)
 # For each pattern, the site of its own cell (reading order) that becomes R, G1, G2, B after the shift to RGGB.
 RGGB_SITES = {"RGGB": (0, 1, 2, 3), "BGGR": (3, 2, 1, 0), "GRBG": (1, 0, 3, 2), "GBRG": (2, 3, 0, 1)}
 MATRIX = np.array([[0.7374, -0.2389, -0.0551], [-0.5435, 1.3162, 0.2519], [-0.1006, 0.1795, 0.6552]])

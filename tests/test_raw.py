@@ -361,7 +361,7 @@ def test_read_raw_levels_second_green_and_white_balance(monkeypatch: pytest.Monk
         for dx in (0, 1):
             black = blacks[int(cfa[dy, dx])]
             sensor[dy::2, dx::2] = round(black + fractions[dy, dx] * (white - black))
-    sensor[2, 2] = 10  # below black: clipped to 0
+    sensor[2, 2] = 10  # below black: negative (read noise stays zero-mean), not clipped
     sensor[3, 3] = 4000  # above white: clipped to 1
     xyz = np.arange(1, 13, dtype=np.float32).reshape(4, 3)
     fake = fake_bayer(
@@ -381,7 +381,7 @@ def test_read_raw_levels_second_green_and_white_balance(monkeypatch: pytest.Monk
         for dx in (0, 1):
             site = restored[dy::2, dx::2].copy()
             if (dy, dx) == (0, 0):
-                assert site[1, 1] == 0  # the pixel at (2, 2)
+                assert site[1, 1] == pytest.approx((10 - 58) / (white - 58))  # the pixel at (2, 2), blue
                 site[1, 1] = fractions[0, 0]
             if (dy, dx) == (1, 1):
                 assert site[1, 1] == 1  # the pixel at (3, 3)

@@ -13,11 +13,12 @@ from torch import nn
 
 from denoise_cli import registry, weights
 from denoise_cli.cli import main
+from denoise_cli.dng import bayer_from_rgb, write_dng
 from denoise_cli.imageio import read_image
 from denoise_cli.models.hyperisp import coarse_rgb
 from denoise_cli.raw import apply_ccm, gamma_compress, read_raw, smoothstep
 
-from .dng import bayer_from_rgb, smooth_scene, write_dng
+from .conftest import smooth_scene
 
 RAW_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw" / "RAW_KODAK_DC50.KDC"
 

@@ -27,6 +27,7 @@ from ..raw import (  # the forward pipeline steps live with the RAW code that de
     GAMMA_EPS,
     apply_ccm,
     apply_gains,
+    balanced_to_srgb,
     gamma_compress,
     mosaic,
     pack,
@@ -225,9 +226,7 @@ def process(linear: torch.Tensor, params: CameraParams) -> torch.Tensor:
 
     White balance and digital gain, clip (sensor saturation), colour matrix, clip, gamma, tone curve.
     """
-    image = apply_gains(linear, params.gains().to(linear)).clamp(0.0, 1.0)
-    image = apply_ccm(image, params.cam_to_srgb.to(linear.device)).clamp(0.0, 1.0)
-    return smoothstep(gamma_compress(image))
+    return balanced_to_srgb(apply_gains(linear, params.gains().to(linear)), params.cam_to_srgb.to(linear.device))
 
 
 def unprocess_rgb(srgb: torch.Tensor, params: CameraParams) -> torch.Tensor:

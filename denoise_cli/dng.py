@@ -1,10 +1,11 @@
-"""A minimal DNG writer for tests: an uncompressed 16-bit Bayer mosaic with the camera facts LibRaw reads.
+"""A minimal DNG writer: an uncompressed 16-bit Bayer mosaic with the camera facts LibRaw reads.
 
 The file is a little-endian TIFF with one IFD (the raw image itself, NewSubFileType 0) and the
 DNG 1.4 tags for a CFA image: pattern, black and white levels, ColorMatrix1 (XYZ -> camera,
 D65) and AsShotNeutral. Tag codes and types follow the TIFF 6.0 and DNG 1.4 specifications.
 ``bayer_from_rgb`` makes the mosaic of a known linear colour image, so tests can check a
-RAW -> RGB round trip against it.
+RAW -> RGB round trip against it; ``denoise eval`` writes its synthetic RAW test images with
+``mosaic_codes`` and ``color_matrix_for`` so that LibRaw develops them like camera files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from denoise_cli.training.unprocess import XYZ_TO_CAMERA
+from .training.unprocess import XYZ_TO_CAMERA
 
 # TIFF field types (TIFF 6.0, section 2) and their sizes in bytes.
 BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL = 1, 2, 3, 4, 5, 10
@@ -158,16 +159,25 @@ def write_dng(
     return path
 
 
-# ----------------------------------------------------------------------------------- test scenes
+# ------------------------------------------------------------------------------- sensor data and colour
 
 
-def smooth_scene(height: int = 48, width: int = 64) -> np.ndarray:
-    """A known smooth linear colour image, (H, W, 3) float64 in [0.1, 0.8]: ramps and a slow wave."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    red = 0.2 + 0.5 * x / max(width - 1, 1)
-    green = 0.3 + 0.4 * y / max(height - 1, 1)
-    blue = 0.45 + 0.3 * np.sin(x / 9.0) * np.cos(y / 7.0)
-    return np.stack([red, green, blue], axis=-1)
+def mosaic_codes(mosaic: np.ndarray, black: float | Sequence[float] = 512, white: int = 16383) -> np.ndarray:
+    """Normalised (H, W) sensor samples (0 = black, 1 = white) as the uint16 codes a DNG stores.
+
+    Each site gets ``black + x * (white - black)`` with its own black level (one, or four in
+    the reading order of the 2x2 cell), rounded and clipped only to the 16-bit container: like
+    real sensor data, noise may fall below black and highlights may exceed white.
+    """
+    levels = _black_levels(black)
+    samples = np.asarray(mosaic, dtype=np.float64)
+    if samples.ndim != 2:
+        raise ValueError(f"expected an (H, W) mosaic, got shape {samples.shape}")
+    out = np.empty(samples.shape, dtype=np.float64)
+    for index, level in enumerate(levels):
+        dy, dx = divmod(index, 2)
+        out[dy::2, dx::2] = level + samples[dy::2, dx::2] * (white - level)
+    return np.clip(np.round(out), 0, 65535).astype(np.uint16)
 
 
 def bayer_from_rgb(
@@ -182,11 +192,32 @@ def bayer_from_rgb(
     Each site samples one colour of ``rgb`` (H, W, 3, in [0, 1]) times the neutral, scaled
     to [black, white] of its site and rounded; white balance with gains 1 / neutral restores ``rgb``.
     """
-    levels = _black_levels(black)
     camera = np.clip(np.asarray(rgb, dtype=np.float64) * np.asarray(as_shot_neutral, dtype=np.float64), 0.0, 1.0)
-    out = np.empty(camera.shape[:2], dtype=np.float64)
+    sampled = np.empty(camera.shape[:2], dtype=np.float64)
     for index, letter in enumerate(pattern):
         dy, dx = divmod(index, 2)
-        site = camera[dy::2, dx::2, _CHANNEL[letter]]
-        out[dy::2, dx::2] = levels[index] + site * (white - levels[index])
-    return np.round(out).astype(np.uint16)
+        sampled[dy::2, dx::2] = camera[dy::2, dx::2, _CHANNEL[letter]]
+    return mosaic_codes(sampled, black, white)
+
+
+# Linear sRGB (D65) -> XYZ as dcraw/LibRaw use it (Lindbloom's values for IEC 61966-2-1), to turn a
+# ColorMatrix1 into the camera -> sRGB matrix LibRaw applies.
+LIBRAW_SRGB_TO_XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+
+
+def color_matrix_for(cam_to_srgb: np.ndarray) -> np.ndarray:
+    """The ColorMatrix1 (3x3 XYZ -> camera) from which LibRaw derives ``cam_to_srgb`` as its colour matrix.
+
+    LibRaw makes sRGB -> camera as ColorMatrix1 times its sRGB -> XYZ, scales each row to sum
+    to 1 and inverts it. For a camera -> sRGB matrix whose rows sum to 1 (grey stays grey,
+    as ``unprocess.CameraParams.cam_to_srgb``), inv(cam_to_srgb) times XYZ -> sRGB inverts that
+    exactly; other matrices come back with their rows rescaled.
+    """
+    matrix = np.asarray(cam_to_srgb, dtype=np.float64)
+    if matrix.shape != (3, 3):
+        raise ValueError(f"expected a 3x3 matrix, got shape {matrix.shape}")
+    return np.linalg.inv(matrix) @ np.linalg.inv(np.asarray(LIBRAW_SRGB_TO_XYZ))
