@@ -447,6 +447,14 @@ def _variants(enhancer: Any, model: str) -> dict[str, Any]:
 )
 @click.option("--baseline", is_flag=True, help="Also score CBM3D (needs the optional `bm3d` package).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="CBM3D processes at once.")
+@click.option(
+    "--baseline-sigma",
+    "baseline_sigmas",
+    multiple=True,
+    type=float,
+    help="Noisy/clean pairs: the CBM3D sigmas to try (the best over the set is reported); repeatable."
+    " Default 5, 10, 15, 20, 30, 40.",
+)
 @click.option("--crop", type=int, default=None, help="Centre-crop every image to this size first.")
 @click.option("--limit", type=int, default=None, help="Only the first N images of each folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
@@ -514,6 +522,7 @@ def eval_command(
             limit=opts["limit"],
             baseline=opts["baseline"],
             jobs=opts["jobs"],
+            baseline_sigmas=opts["baseline_sigmas"],
         )
     if opts["json_lines"]:
         for r in rows:

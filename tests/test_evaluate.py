@@ -51,3 +51,7 @@ def test_cbm3d_reference_on_real_pairs_is_the_best_single_sigma(
     assert "best single sigma over the set: 15" in reference.note
     assert sorted(set(asked)) == sorted(evaluate.REAL_NOISE_SIGMAS)
     assert reference.images == 3
+    asked.clear()
+    rows = evaluate.evaluate_model({}, pairs_folder, [], baseline=True, baseline_sigmas=(10.0, 30.0))
+    reference = next(r for r in rows if r.method == "CBM3D")
+    assert sorted(set(asked)) == [10.0, 30.0] and "best single sigma over the set: 10 (of 10, 30)" in reference.note
