@@ -78,6 +78,25 @@ DRN_PAPER = "Guo et al., Closed-loop Matters: Dual Regression Networks for Singl
 DRC_PAPER = "Guo et al., Towards Lightweight Super-Resolution with Dual Regression Learning, arXiv 2207.07929"
 
 
+VDN_PAPER = "Yue et al., Variational Denoising Network: Toward Blind Noise Modeling and Removal, NeurIPS 2019"
+HYPER_PAPER = (
+    "Muller, Overparametrization of HyperNetworks at Fixed FLOP-Count Enables Fast Neural Image Enhancement, CVPRW 2021"
+)
+
+
+def vdn_card(name: str, what: str, paper: str) -> ModelCard:
+    """A real-noise VDN card. Its U-Net sees about 90 px each way, so tiles are blended, not exact."""
+    summary = f"blind real camera noise (shot, read, demosaicking, JPEG), {what}; reports the noise level"
+    return ModelCard(name, "denoise", "vdn", summary, paper, overlap=48, tile_multiple=8, memory_per_pixel=2000)
+
+
+def isp_card(name: str, what: str) -> ModelCard:
+    """A RAW-to-RGB card: packed RGGB at half resolution in, RGB at full resolution out. Its
+    receptive field is 14 packed pixels each way, so an overlap of 64 tiles exactly."""
+    summary = f"camera RAW to sRGB (demosaic, denoise; the file's white balance and colour matrix), {what}"
+    return ModelCard(name, "raw2rgb", "hyperisp", summary, HYPER_PAPER, scale=2, overlap=64, memory_per_pixel=2000)
+
+
 def drn_card(name: str, scale: int, what: str, memory_per_pixel: int, paper: str = DRN_PAPER) -> ModelCard:
     """A DRN super-resolution card. Overlap is in LR pixels; channel attention pools over the
     tile, so tiling is close to the whole-image result, not exact."""
@@ -98,6 +117,10 @@ CARDS: dict[str, ModelCard] = {
             tile_multiple=16,
             memory_per_pixel=1000,  # measured peak RSS growth: 907 B/px at 512^2, 685 B/px at 1024^2
         ),
+        vdn_card("vdn-hyper", "VDN with HyperConv kernels", f"{VDN_PAPER}; {HYPER_PAPER}"),
+        vdn_card("vdn-plain", "VDN with plain convs (vdn-hyper's twin)", VDN_PAPER),
+        isp_card("hyperisp", "HyperConv kernels from an MLP"),
+        isp_card("hyperisp-plain", "plain convs (hyperisp's twin at the same MACs)"),
         drn_card("drn-x2", 2, "dual regression (narrow DRN-S)", memory_per_pixel=4000),
         drn_card("drn-x4", 4, "dual regression (narrow DRN-S)", memory_per_pixel=12000),  # measured 11.6 kB
         drn_card("drn-light-x4", 4, "drn-x4 pruned (DRC) and distilled", 12000, paper=f"{DRN_PAPER}; {DRC_PAPER}"),

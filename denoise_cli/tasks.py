@@ -188,7 +188,7 @@ TASKS: dict[str, Task] = {
     for t in [
         Task(
             "denoise",
-            "mallenet",
+            "vdn-hyper",  # best on real camera noise (README); --model mallenet is the AWGN specialist
             "_denoised",
             "Remove noise from photos.\n\n"
             "\b\nExamples:\n"

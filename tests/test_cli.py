@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from denoise_cli.cli import main
+from denoise_cli.tasks import TASKS
 
 from .conftest import photo
 
@@ -160,7 +161,8 @@ def test_missing_weights_one_line_naming_the_file(tmp_path: Path, images: Path, 
     result = run("denoise", str(images), "-o", str(tmp_path / "out"))
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and "mallenet" in errors[0] and "not found" in errors[0]
+    default = TASKS["denoise"].default_model
+    assert len(errors) == 1 and f"{default}.json" in errors[0] and "not found" in errors[0]
     assert "Traceback" not in result.stderr
 
 
@@ -208,7 +210,21 @@ def test_alpha_is_carried_through(tiny_weights: Path, tmp_path: Path) -> None:
 def test_stdin_to_stdout_subprocess(tiny_weights: Path, images: Path) -> None:
     data = (images / "img0.png").read_bytes()
     proc = subprocess.run(
-        [sys.executable, "-m", "denoise_cli", "denoise", "-", "-o", "-", "--format", "png", "--quiet"],
+        # a child process: the fixture's default model does not reach it, so name the tiny model
+        [
+            sys.executable,
+            "-m",
+            "denoise_cli",
+            "denoise",
+            "-",
+            "-o",
+            "-",
+            "--format",
+            "png",
+            "--quiet",
+            "--model",
+            "mallenet",
+        ],
         input=data,
         capture_output=True,
         check=False,
