@@ -38,6 +38,10 @@ def count_macs(model: nn.Module, height: int = 256, width: int = 256, channels: 
 
 
 def macs_per_megapixel(model: nn.Module, side: int = 256) -> float:
+    """MACs per megapixel of the input image. A model whose ``in_channels`` is 4 reads a Bayer
+    mosaic packed to half resolution: it is counted per megapixel of the mosaic (the photo)."""
+    if getattr(model, "in_channels", 3) == 4:
+        return count_macs(model, side // 2, side // 2, channels=4) * 1e6 / (side * side)
     return count_macs(model, side, side) * 1e6 / (side * side)
 
 

@@ -34,3 +34,12 @@ def test_synthetic_raw_pairs_line_up() -> None:
     assert (noisy[:, 0] - red).abs().mean() < 0.05 and target.min() >= 0 and target.max() <= 1
     again, _ = synthetic_raw(srgb, torch.Generator().manual_seed(0))
     assert torch.equal(noisy, again)
+
+
+def test_macs_of_a_packed_mosaic_model_are_per_megapixel_of_the_photo() -> None:
+    from denoise_cli.flops import macs_per_megapixel, size_facts
+
+    model = RawToRGB(features=4, blocks=1, hyper=False).eval()
+    # 4-channel input at half resolution: a 256x256 photo is a 128x128 packed mosaic
+    assert macs_per_megapixel(model) == count_macs(model, 128, 128, channels=4) * 1e6 / 256**2
+    assert size_facts(model)["gmacs_per_mp"] > 0

@@ -56,6 +56,9 @@ def coarse_rgb(packed: torch.Tensor) -> torch.Tensor:
 
 
 class RawToRGB(nn.Module):
+    in_channels = 4
+    """The packed RGGB mosaic (R, G1, G2, B) at half resolution."""
+
     def __init__(
         self, features: int = 32, blocks: int = 6, hyper: bool = True, code_dim: int = 16, hidden: int = 16
     ) -> None:

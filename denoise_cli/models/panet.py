@@ -121,6 +121,7 @@ class PANet(nn.Module):
         super().__init__()
         half = blocks // 2
         self.unshuffle, self.shuffle = unshuffle, unshuffle * upscale
+        self.in_channels = in_channels
         self.head = nn.Conv2d(in_channels * unshuffle**2, features, 3, padding=1)
         self.body = nn.Sequential(
             *(ResBlock(features, res_scale) for _ in range(half)),
