@@ -96,7 +96,7 @@ class Enhancer:
         drop = self.meta.get("metrics", {}).get("bf16_psnr_drop_db")
         if drop is None or drop > BF16_MAX_DROP_DB:
             return "fp32"
-        probe = torch.rand(1, 3, 128, 128)
+        probe = torch.rand(1, getattr(self.model, "in_channels", 3), 128, 128)  # 4: a packed mosaic
         return fastest_precision(self.torch_device, lambda p: self._forward(probe, p))
 
     @torch.inference_mode()

@@ -210,7 +210,7 @@ TASKS: dict[str, Task] = {
         ),
         Task(
             "raw2rgb",
-            None,
+            "hyperisp",
             "_rgb",
             "Develop camera RAW files (DNG, CR2, NEF, ARW, RAF, ORF, KDC, ...) to sRGB: 16-bit TIFF by"
             " default. The file's white balance (--wb) and colour matrix are applied; nothing is"

@@ -30,7 +30,7 @@ def test_help_lists_every_subcommand() -> None:
         assert name in result.output
 
 
-@pytest.mark.parametrize("task", ["raw2rgb", "demosaic", "deblock"])
+@pytest.mark.parametrize("task", ["demosaic", "deblock"])
 def test_unbuilt_tasks_say_so_and_exit_2(task: str, images: Path) -> None:
     result = run(task, str(images))
     assert result.exit_code == 2

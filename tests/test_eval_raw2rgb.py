@@ -92,3 +92,15 @@ def test_the_model_gets_the_baselines_input_and_is_developed_like_it(clean_folde
     by_method = {row.method: row for row in rows}
     assert by_method["malvar"].psnr == by_method[evaluate.RAW2RGB_MALVAR].psnr
     assert by_method["malvar"].ssim == by_method[evaluate.RAW2RGB_MALVAR].ssim
+
+
+def test_precision_auto_probes_a_packed_mosaic_model_with_four_channels(isp_card: str, tmp_path: Path) -> None:
+    from denoise_cli.engine import Enhancer
+
+    path = tmp_path / "w" / "isp-test.json"
+    card = json.loads(path.read_text())
+    card["metrics"] = {"bf16_psnr_drop_db": 0.0}  # bf16 allowed: auto times both on a probe input
+    path.write_text(json.dumps(card))
+    enhancer = Enhancer(isp_card, device="cpu", precision="auto", tile=0)
+    assert enhancer.precision in ("fp32", "bf16")
+    assert enhancer(torch.rand(1, 4, 16, 16)).shape == (1, 3, 32, 32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from denoise_cli.dng import bayer_from_rgb, write_dng
 from denoise_cli.imageio import read_image
 from denoise_cli.models.hyperisp import coarse_rgb
 from denoise_cli.raw import apply_ccm, gamma_compress, read_raw, smoothstep
+from denoise_cli.tasks import TASKS
 
 from .conftest import smooth_scene
 
@@ -69,9 +71,26 @@ def test_classic_engine_needs_no_model_and_keeps_the_sensor_size(tmp_path: Path)
     assert out.rgb.shape[:2] == (512, 768) and out.bit_depth == 16 and 0.02 < out.rgb.mean() < 0.9
 
 
-def test_without_a_model_it_points_to_the_classic_engine(tmp_path: Path) -> None:
+def test_without_a_model_it_points_to_the_classic_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(TASKS, "raw2rgb", dataclasses.replace(TASKS["raw2rgb"], default_model=None))
     result = run("raw2rgb", str(RAW_FILE), "-o", str(tmp_path / "x.tif"))
     assert result.exit_code == 2 and "--engine classic" in result.stderr
+
+
+@pytest.mark.skipif(not registry.card("hyperisp").weights_path.is_file(), reason="hyperisp weights not shipped")
+def test_the_shipped_network_develops_a_camera_raw_file_at_the_sensor_size(tmp_path: Path) -> None:
+    result = run("raw2rgb", str(RAW_FILE), "-o", str(tmp_path / "out.tif"), "--json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["engine"] == "network" and record["model"] == TASKS["raw2rgb"].default_model
+    out = read_image(tmp_path / "out.tif")
+    assert out.rgb.shape[:2] == (512, 768) and out.bit_depth == 16
+    classic = run("raw2rgb", str(RAW_FILE), "-o", str(tmp_path / "classic.tif"), "--engine", "classic")
+    assert classic.exit_code == 0
+    reference = read_image(tmp_path / "classic.tif").rgb
+    # the same scene as LibRaw's rendering: similar brightness and strongly correlated pixels
+    assert abs(out.rgb.mean() - reference.mean()) < 0.1
+    assert np.corrcoef(out.rgb.ravel(), reference.ravel())[0, 1] > 0.9
 
 
 def test_unreadable_raw_files_fail_alone_with_one_line(tmp_path: Path) -> None:
