@@ -126,3 +126,18 @@ def test_rejects_bad_shapes() -> None:
         HyperConv2d(6, 8, 3, hidden=0)
     no_bias = HyperConv2d(4, 4, 1, bias=False)
     assert no_bias.bias() is None and no_bias.to_conv2d().bias is None
+
+
+def test_a_kernel_cached_under_bf16_autocast_serves_a_later_fp32_forward() -> None:
+    # The engine times bf16 against fp32 on the same model: whichever runs first fills the cache.
+    torch.manual_seed(0)
+    layer = HyperConv2d(4, 6, 3, padding=1).eval()
+    x = torch.rand(1, 4, 12, 12)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = layer(x)
+        full = layer(x)
+        reference = F.conv2d(x, *layer.generate(), padding=1)
+    assert low.dtype == torch.bfloat16 and full.dtype == torch.float32
+    assert torch.allclose(full, reference, atol=1e-6)
+    assert torch.allclose(low.float(), reference, atol=0.1)

@@ -136,7 +136,10 @@ class HyperConv2d(nn.Module):
             return self.generate()
         key = self._cache_key()
         if self._cache is None or self._cache[0] != key:
-            weight, bias = self.generate()
+            # Generated at the parameters' own precision, outside any autocast, so the cached kernel
+            # serves fp32 and bf16 forwards alike (autocast casts it per convolution).
+            with torch.autocast(self.code.device.type, enabled=False):
+                weight, bias = self.generate()
             self._cache = (key, weight, bias)
         return self._cache[1], self._cache[2]
 
