@@ -1,7 +1,7 @@
 """``python -m denoise_cli.bench``: CPU megapixels per second, ours against a DnCNN-shaped reference.
 
-Speeds are in input megapixels; the last column gives output megapixels (input times the
-scale squared, for super-resolution models).
+Speeds are in input megapixels (for a packed Bayer mosaic, megapixels of the photo); the
+last column gives output megapixels (input times the scale squared, for super-resolution).
 
 The reference is a plain 17-layer, 64-channel 3x3 conv denoiser (random weights: only its
 speed matters). Every network runs in the same process, on the same input, in fp32 and bf16,
@@ -31,7 +31,9 @@ def dncnn_reference(depth: int = 17, width: int = 64) -> nn.Module:
 
 def megapixels_per_second(model: nn.Module, side: int, precision: str, repeats: int) -> float:
     model = model.eval().to(memory_format=torch.channels_last)
-    x = torch.rand(1, 3, side, side).contiguous(memory_format=torch.channels_last)
+    packed = getattr(model, "in_channels", 3) == 4  # a Bayer mosaic at half resolution: side^2 photo pixels
+    shape = (1, 4, side // 2, side // 2) if packed else (1, 3, side, side)
+    x = torch.rand(*shape).contiguous(memory_format=torch.channels_last)
     best = float("inf")
     with torch.inference_mode(), autocast(torch.device("cpu"), precision):
         model(x)  # warm-up
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         s = speeds[name]
         gmacs = macs_per_megapixel(net) / 1e9
         scale = registry.card(name).scale if name in registry.CARDS else 1
+        if getattr(net, "in_channels", 3) == 4:  # packed mosaics are already counted in photo pixels
+            scale = 1
         cells = [f"{gmacs:.0f}", f"{s['fp32']:.3f}", f"{s['bf16']:.3f}", f"{s['fp32'] / reference:.2f}x"]
         print(f"| {name} | {' | '.join(cells)} | {s['fp32'] * scale * scale:.3f} |")
 
