@@ -7,6 +7,6 @@ set -euo pipefail
 raw_dir=${1:?usage: develop_raw.sh RAW_DIR [OUT_DIR]}
 out_dir=${2:-developed}
 
-# LibRaw's pipeline (the learned one is selected with --engine network once its weights ship).
-denoise raw2rgb "$raw_dir" -o "$out_dir/tiff/" --engine classic --wb camera
-denoise raw2rgb "$raw_dir" -o "$out_dir/preview/" --engine classic --bits 8 --format jpg --quality 90
+# The learned pipeline (hyperisp); add --engine classic to both lines for LibRaw's own.
+denoise raw2rgb "$raw_dir" -o "$out_dir/tiff/" --wb camera
+denoise raw2rgb "$raw_dir" -o "$out_dir/preview/" --bits 8 --format jpg --quality 90
