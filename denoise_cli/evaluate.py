@@ -191,8 +191,7 @@ def evaluate_model(
         items = paired[:limit] if limit else paired
         settings: list[float | str | None] = [None]
     else:
-        clean_files = list_images([data])
-        items = [(f.name, None, f) for f in (clean_files[:limit] if limit else clean_files)]
+        items = [(f.name, None, f) for f in first_images(data, limit)]
         settings = list(sigmas)
     for sigma in settings:
         cases = []
@@ -244,8 +243,7 @@ def evaluate_sr(
     limit: int | None = None,
 ) -> list[EvalRow]:
     """Score ``run`` (LR (1,3,h,w) -> HR) on the HR images in ``data``, beside bicubic."""
-    files = list_images([data])
-    files = files[:limit] if limit else files
+    files = first_images(data, limit)
     setting = f"{data.name} x{scale}"
     bicubic, ours = Score(shave=scale, y_only=True), Score(shave=scale, y_only=True)
     seconds = 0.0
@@ -264,6 +262,29 @@ def evaluate_sr(
     ]
 
 
+def first_images(data: Path, limit: int | None) -> list[Path]:
+    """The images of ``data`` in name order, only the first ``limit`` if given (``--limit``)."""
+    files = list_images([data])
+    return files[:limit] if limit else files
+
+
+def method_rows(
+    setting: str, scores: dict[str, Score], method: str, seconds: float, notes: dict[str, str] | None = None
+) -> list[EvalRow]:
+    """One row per scored method; only ``method`` (the model) is charged the measured ``seconds``."""
+    return [
+        EvalRow(
+            setting,
+            name,
+            *score.mean(),
+            len(score.psnr),
+            seconds if name == method else 0.0,
+            (notes or {}).get(name, ""),
+        )
+        for name, score in scores.items()
+    ]
+
+
 DEMOSAIC_BORDER = 4  # pixels ignored at each side (the PANet / IRCNN protocol)
 
 
@@ -277,8 +298,7 @@ def evaluate_demosaic(
     """Score ``run`` (packed RGGB (1,4,h,w) -> RGB (1,3,2h,2w)) beside the classical baselines."""
     from .raw import demosaic_bilinear, demosaic_malvar, mosaic, pack
 
-    files = list_images([data])
-    files = files[:limit] if limit else files
+    files = first_images(data, limit)
     scores = {name: Score(shave=DEMOSAIC_BORDER) for name in ("bilinear", "Malvar-He-Cutler", method)}
     seconds = 0.0
     for path in files:
@@ -291,10 +311,7 @@ def evaluate_demosaic(
         start = time.perf_counter()
         scores[method].add(quantize(run(pack(bayer))), clean)
         seconds += time.perf_counter() - start
-    return [
-        EvalRow(data.name, name, *score.mean(), len(score.psnr), seconds if name == method else 0.0)
-        for name, score in scores.items()
-    ]
+    return method_rows(data.name, scores, method, seconds)
 
 
 RAW_BLACK, RAW_WHITE = 2048, 16383
@@ -363,8 +380,7 @@ def evaluate_raw2rgb(
     from .raw import balanced_to_srgb, demosaic_malvar, unpack, white_balance_packed
     from .training.unprocess import synthetic_test_set
 
-    files = list_images([data])
-    files = files[:limit] if limit else files
+    files = first_images(data, limit)
     names = (RAW2RGB_MALVAR, RAW2RGB_LIBRAW, RAW2RGB_LIBRAW_LINEAR, method)
     scores = {name: Score(shave=DEMOSAIC_BORDER) for name in names}
     seconds = 0.0
@@ -388,11 +404,7 @@ def evaluate_raw2rgb(
         RAW2RGB_LIBRAW_LINEAR: f"{dng}; LibRaw AHD and colour matrix, linear output, then gamma 1/2.2 and tone curve",
         method: "white-balanced noisy mosaic in; colour matrix, gamma 1/2.2 and tone curve after",
     }
-    setting = f"{data.name} synthetic RAW"
-    return [
-        EvalRow(setting, name, *score.mean(), len(score.psnr), seconds if name == method else 0.0, notes[name])
-        for name, score in scores.items()
-    ]
+    return method_rows(f"{data.name} synthetic RAW", scores, method, seconds, notes)
 
 
 def evaluate_deblock(
@@ -406,8 +418,7 @@ def evaluate_deblock(
     """Score ``run`` (JPEG-decoded (1,3,H,W) -> clean) at each JPEG quality, beside the JPEG input."""
     from .jpeg import jpeg_roundtrip
 
-    files = list_images([data])
-    files = files[:limit] if limit else files
+    files = first_images(data, limit)
     images = [center_crop(load(path), crop) for path in files]
     rows = []
     for quality in qualities:
