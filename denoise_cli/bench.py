@@ -18,7 +18,7 @@ from torch import nn
 
 from . import registry
 from .device import autocast, cpu_name, set_threads
-from .flops import macs_per_megapixel
+from .flops import input_shape, macs_per_megapixel, reads_packed_mosaic
 
 
 def dncnn_reference(depth: int = 17, width: int = 64) -> nn.Module:
@@ -31,9 +31,7 @@ def dncnn_reference(depth: int = 17, width: int = 64) -> nn.Module:
 
 def megapixels_per_second(model: nn.Module, side: int, precision: str, repeats: int) -> float:
     model = model.eval().to(memory_format=torch.channels_last)
-    packed = getattr(model, "in_channels", 3) == 4  # a Bayer mosaic at half resolution: side^2 photo pixels
-    shape = (1, 4, side // 2, side // 2) if packed else (1, 3, side, side)
-    x = torch.rand(*shape).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(*input_shape(model, side)).contiguous(memory_format=torch.channels_last)
     best = float("inf")
     with torch.inference_mode(), autocast(torch.device("cpu"), precision):
         model(x)  # warm-up
@@ -68,9 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, net in nets.items():
         s = speeds[name]
         gmacs = macs_per_megapixel(net) / 1e9
-        scale = registry.card(name).scale if name in registry.CARDS else 1
-        if getattr(net, "in_channels", 3) == 4:  # packed mosaics are already counted in photo pixels
-            scale = 1
+        # packed mosaics are already counted in photo pixels
+        scale = registry.card(name).scale if name in registry.CARDS and not reads_packed_mosaic(net) else 1
         cells = [f"{gmacs:.0f}", f"{s['fp32']:.3f}", f"{s['bf16']:.3f}", f"{s['fp32'] / reference:.2f}x"]
         print(f"| {name} | {' | '.join(cells)} | {s['fp32'] * scale * scale:.3f} |")
 

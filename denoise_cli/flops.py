@@ -37,12 +37,20 @@ def count_macs(model: nn.Module, height: int = 256, width: int = 256, channels: 
     return total
 
 
+def reads_packed_mosaic(model: nn.Module) -> bool:
+    """A model whose ``in_channels`` is 4 reads a Bayer mosaic packed to half resolution."""
+    return getattr(model, "in_channels", 3) == 4
+
+
+def input_shape(model: nn.Module, side: int) -> tuple[int, int, int, int]:
+    """The input of a ``side`` x ``side`` photo: RGB, or for a packed mosaic 4 planes of half the side."""
+    return (1, 4, side // 2, side // 2) if reads_packed_mosaic(model) else (1, 3, side, side)
+
+
 def macs_per_megapixel(model: nn.Module, side: int = 256) -> float:
-    """MACs per megapixel of the input image. A model whose ``in_channels`` is 4 reads a Bayer
-    mosaic packed to half resolution: it is counted per megapixel of the mosaic (the photo)."""
-    if getattr(model, "in_channels", 3) == 4:
-        return count_macs(model, side // 2, side // 2, channels=4) * 1e6 / (side * side)
-    return count_macs(model, side, side) * 1e6 / (side * side)
+    """MACs per megapixel of the input photo (for a packed mosaic, of the mosaic, not of its planes)."""
+    _, channels, height, width = input_shape(model, side)
+    return count_macs(model, height, width, channels) * 1e6 / (side * side)
 
 
 def size_facts(model: nn.Module) -> dict[str, float]:
