@@ -232,8 +232,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         scores = {}
-        for name, degrade in self.recipe.monitor.items():
-            inputs, target = degrade(self.monitor_clean, torch.Generator().manual_seed(1234))
+        for name, inputs, target in self._monitor_pairs():
             with autocast(self.device, self.precision):
                 output = model(inputs.contiguous(memory_format=torch.channels_last))
             scores[name] = psnr(output.float().clamp(0, 1), target)
@@ -245,12 +244,14 @@ class Trainer:
         (a denoiser's floor to read the curve against)."""
         if self.monitor_clean is None:
             return {}
-        scores = {}
+        pairs = self._monitor_pairs()
+        return {name: psnr(x.float().clamp(0, 1), y) for name, x, y in pairs if x.shape == y.shape}
+
+    def _monitor_pairs(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(name, input, target) of each monitored degradation of the held-out crops, one fixed seed each."""
+        assert self.monitor_clean is not None
         for name, degrade in self.recipe.monitor.items():
-            inputs, target = degrade(self.monitor_clean, torch.Generator().manual_seed(1234))
-            if inputs.shape == target.shape:
-                scores[name] = psnr(inputs.float().clamp(0, 1), target)
-        return scores
+            yield (name, *degrade(self.monitor_clean, torch.Generator().manual_seed(1234)))
 
     def best_weights(self) -> tuple[str, nn.Module, dict[str, float]]:
         """The EMA or the raw weights, whichever scores higher on the held-out crops.
