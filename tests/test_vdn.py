@@ -26,7 +26,8 @@ def flat(value: float, size: int = 64, count: int = 8) -> torch.Tensor:
     return torch.full((count, 3, size, size), value)
 
 
-def only(monkeypatch: pytest.MonkeyPatch, jpeg: float = 0.0, awgn: float = 0.0) -> None:
+def only(monkeypatch: pytest.MonkeyPatch, jpeg: float = 0.0, awgn: float = 0.0, reduction: float = 0.0) -> None:
+    monkeypatch.setattr(realnoise, "NR_FRACTION", reduction)
     monkeypatch.setattr(realnoise, "JPEG_FRACTION", jpeg)
     monkeypatch.setattr(realnoise, "AWGN_FRACTION", awgn)
 
@@ -78,6 +79,52 @@ def test_camera_noise_is_signal_dependent_and_spatially_correlated(monkeypatch: 
     assert neighbour > 0.2
     # Signal-dependent: raw variance grows with the signal (the tone curve squeezes it again, but not all).
     assert residuals[0.6].std() != pytest.approx(float(residuals[0.15].std()), rel=0.1)
+
+
+def neighbour_correlation(r: torch.Tensor) -> float:
+    r = r - r.mean()
+    return float((r[..., :, 1:] * r[..., :, :-1]).mean() / (r * r).mean())
+
+
+def test_gaussian_blur_keeps_constants_and_spreads_an_impulse_by_sigma() -> None:
+    sigma = torch.tensor([0.0, 1.5])
+    assert torch.allclose(
+        realnoise.gaussian_blur(torch.full((2, 3, 20, 20), 0.3), sigma), torch.full((2, 3, 20, 20), 0.3)
+    )
+    impulse = torch.zeros(2, 1, 41, 41)
+    impulse[..., 20, 20] = 1.0
+    spread = realnoise.gaussian_blur(impulse, sigma)
+    assert torch.equal(spread[0], impulse[0])  # width 0: untouched
+    assert float(spread[1].sum()) == pytest.approx(1.0, abs=1e-5)
+    offsets = torch.arange(-20, 21, dtype=torch.float32)
+    assert float((spread[1, 0].sum(0) * offsets**2).sum()) == pytest.approx(1.5**2, rel=0.02)
+
+
+def test_camera_noise_reduction_smooths_chroma_and_keeps_luma_at_width_0() -> None:
+    noise = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    reduced = realnoise.camera_noise_reduction(noise, torch.tensor([0.0, 2.0]), torch.tensor([0.0, 0.0]))
+    assert torch.allclose(reduced[0], noise[0], atol=1e-6)  # both widths 0: nothing changes
+    assert torch.allclose(reduced[1].mean(0), noise[1].mean(0), atol=1e-5)  # luma width 0: luma kept
+    # The chroma is low-passed: weaker, and smooth (neighbours correlate); white chroma is not.
+    chroma, white = reduced[1] - reduced[1].mean(0), noise[1] - noise[1].mean(0)
+    assert neighbour_correlation(chroma) > 0.8
+    assert abs(neighbour_correlation(white)) < 0.05
+    assert chroma.std() < 0.3 * white.std()
+
+
+def test_camera_noise_reduction_share_correlates_the_noise_and_keeps_the_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(realnoise, "SHOT_RANGE", (5e-3, 5.0001e-3))
+    residuals, targets = [], []
+    for share in (0.0, 1.0):
+        only(monkeypatch, reduction=share)
+        noisy, target = realnoise.camera_noise(flat(0.5), torch.Generator().manual_seed(1))
+        residuals.append((noisy - target)[..., 4:-4, 4:-4])
+        targets.append(target)
+    assert torch.equal(targets[0], targets[1])
+    assert neighbour_correlation(residuals[1]) > neighbour_correlation(residuals[0]) + 0.1
+    assert residuals[1].std() < residuals[0].std()
 
 
 def test_awgn_share_gets_gaussian_noise_on_the_clean_photo(monkeypatch: pytest.MonkeyPatch) -> None:

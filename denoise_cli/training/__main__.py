@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
     parser.add_argument("--loss", choices=["l1", "l2", "charbonnier"], default=None, help="override the recipe's loss")
     parser.add_argument("--warmup", type=int, default=None, help="override the recipe's warm-up steps")
+    parser.add_argument("--patch", type=int, default=None, help="override the recipe's patch side (target pixels)")
+    parser.add_argument("--batch", type=int, default=None, help="override the recipe's batch size")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export-only", action="store_true", help="export the checkpoint's best weights and stop")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.recipe]
     out_dir = args.out or Path("runs") / args.recipe
     recipe.arch_args = architecture_of(recipe.model, recipe.arch, recipe.arch_args, out_dir, args.init)
-    for name in ("steps", "lr", "loss", "warmup"):
+    for name in ("steps", "lr", "loss", "warmup", "patch", "batch"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
     trainer = Trainer(recipe, out_dir, args.data, args.seed)

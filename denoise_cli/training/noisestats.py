@@ -2,8 +2,9 @@
 
 ``python -m denoise_cli.training.noisestats`` prints a table that describes the residual
 (noisy - clean, in 8-bit units) of each real/ set and of the training synthesis
-(``realnoise.sensor_noise`` with Malvar demosaicking, no JPEG) at a low, a middle and a high shot level. It can also
-write a PNG of crops with their residuals beside them:
+(``realnoise.sensor_noise`` with Malvar demosaicking, no JPEG) at a low, a middle and a high shot level, and at the
+middle level with the camera noise reduction at the middle of its ranges. It can also write a PNG of crops with their
+residuals beside them:
 
 - std: the residual's standard deviation, overall and where the clean image is dark / mid /
   bright (thirds of [0, 1]): shot noise grows with the signal, read noise does not;
@@ -29,7 +30,7 @@ from PIL import Image, ImageDraw
 
 from ..evaluate import center_crop, load, pairs
 from .data import center_crops, list_images, load_rgb
-from .realnoise import SHOT_RANGE, sensor_noise
+from .realnoise import NR_CHROMA_SIGMA, NR_LUMA_SIGMA, SHOT_RANGE, sensor_noise
 from .recipes import SHARED_DATA
 from .unprocess import random_camera
 
@@ -77,11 +78,16 @@ def training_crops(data: Path, count: int, crop: int) -> torch.Tensor:
     return center_crops([load_rgb(f) for f in chosen], crop)
 
 
-def synthetic_pairs(clean: torch.Tensor, shot: float, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The synthesis at one shot level on a batch of clean crops."""
+def synthetic_pairs(
+    clean: torch.Tensor, shot: float, reduction: tuple[float, float] | None = None, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The synthesis at one shot level on a batch of clean crops, with the camera noise
+    reduction at (chroma, luma) widths if given."""
     generator = torch.Generator().manual_seed(seed)
-    camera = random_camera(generator, len(clean), (shot, shot))
-    noisy, target = sensor_noise(clean, camera, torch.ones(len(clean), dtype=torch.bool), generator)
+    count = len(clean)
+    camera = random_camera(generator, count, (shot, shot))
+    widths = None if reduction is None else tuple(torch.full((count,), w) for w in reduction)
+    noisy, target = sensor_noise(clean, camera, torch.ones(count, dtype=torch.bool), generator, widths)
     return [(noisy[i : i + 1], target[i : i + 1]) for i in range(len(clean))]
 
 
@@ -96,6 +102,10 @@ def compare(data: Path, count: int, crop: int) -> dict[str, tuple[dict[str, floa
     for level, shot in SHOT_LEVELS.items():
         found = synthetic_pairs(clean, shot)
         rows[f"synthetic, {level} shot ({shot:.1e})"] = (_mean([residual_stats(n, c) for n, c in found]), found)
+    reduction = (sum(NR_CHROMA_SIGMA) / 2, sum(NR_LUMA_SIGMA) / 2)
+    found = synthetic_pairs(clean, SHOT_LEVELS["middle"], reduction)
+    label = f"synthetic, middle shot, camera NR (chroma {reduction[0]:g} px, luma {reduction[1]:g} px)"
+    rows[label] = (_mean([residual_stats(n, c) for n, c in found]), found)
     return rows
 
 

@@ -11,7 +11,11 @@ the tone curve and reshaped by JPEG. So each clean training crop is
    log-linear fit (a camera's ISO curve),
 3. developed back by a cheap camera pipeline: bilinear or Malvar demosaicking, white balance
    and digital gain, colour matrix, gamma, tone curve; then stored as 8 bits,
-4. for ``JPEG_FRACTION`` of the images, JPEG-compressed at a quality in ``JPEG_QUALITY``.
+4. for ``NR_FRACTION`` of the images, given the camera's own noise reduction: the noise's
+   chroma (and a little of its luma) is low-passed, as in-camera denoisers smooth colour
+   noise hardest. Modelled as an ideal edge-preserving filter, i.e. it acts on the noise only,
+   which leaves low-frequency, spatially correlated noise as real camera JPEGs carry,
+5. for ``JPEG_FRACTION`` of the images, JPEG-compressed at a quality in ``JPEG_QUALITY``.
 
 ``AWGN_FRACTION`` of the images get plain Gaussian noise (sigma in ``AWGN_SIGMA``, 8-bit
 units) instead, so the model is not brittle. The target is the noise-free mosaic developed
@@ -23,7 +27,10 @@ references keep their camera's demosaicking too: SIDD's ground truth and PolyU's
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from ..jpeg import jpeg_roundtrip
 from ..raw import demosaic_bilinear, demosaic_malvar, mosaic
@@ -33,6 +40,10 @@ from .unprocess import CameraParams, _check_rgb, _even, add_noise, process, rand
 # 7.6 stops of gain above it, is phone-camera noise in a dim room (ISO ~100 to ~12800).
 SHOT_RANGE = (1e-4, 2e-2)
 MALVAR_FRACTION = 0.5
+NR_FRACTION = 0.5
+NR_CHROMA_SIGMA = (0.5, 2.5)
+NR_LUMA_SIGMA = (0.0, 1.0)
+"""Gaussian low-pass widths (pixels) of the in-camera noise reduction, uniform per image."""
 JPEG_FRACTION = 0.3
 JPEG_QUALITY = (60, 95)
 AWGN_FRACTION = 0.15
@@ -43,6 +54,8 @@ RANGES = [
     " ln(read) = 2.18 ln(shot) + 1.20 + N(0, 0.26^2) (Brooks et al.)",
     "camera: Brooks et al.'s white-balance gains, digital gain and a random mix of four cameras' colour matrices",
     f"demosaicking: Malvar-He-Cutler for {MALVAR_FRACTION:.0%} of the images, bilinear for the rest",
+    f"in-camera noise reduction for {NR_FRACTION:.0%} of the images: the noise's chroma low-passed by a Gaussian of"
+    f" sigma {NR_CHROMA_SIGMA} px, its luma by {NR_LUMA_SIGMA} px (noise only: an ideal edge-preserving filter)",
     f"8-bit output; JPEG at quality {JPEG_QUALITY[0]}-{JPEG_QUALITY[1]} (4:2:0) for {JPEG_FRACTION:.0%}",
     f"{AWGN_FRACTION:.0%} of the images: AWGN sigma uniform in {AWGN_SIGMA} (8-bit units) on the clean photo instead",
 ]
@@ -58,12 +71,47 @@ def _fraction(generator: torch.Generator, count: int, share: float) -> torch.Ten
     return torch.rand(count, generator=generator) < share
 
 
+def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian low-pass of (N, C, H, W) with one width per image (``sigma`` (N,),
+    pixels; 0 leaves the image as is), reflecting at the borders."""
+    count, channels, height, width = image.shape
+    radius = min(max(1, math.ceil(3.0 * float(sigma.max()))), height - 1, width - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (offsets / sigma.double().clamp(min=1e-3).view(-1, 1)) ** 2)
+    taps = (taps / taps.sum(1, keepdim=True)).to(image).repeat_interleave(channels, 0)
+    planes = image.reshape(1, count * channels, height, width)
+    planes = F.conv2d(
+        F.pad(planes, (radius, radius, 0, 0), mode="reflect"),
+        taps.view(-1, 1, 1, 2 * radius + 1),
+        groups=count * channels,
+    )
+    planes = F.conv2d(
+        F.pad(planes, (0, 0, radius, radius), mode="reflect"),
+        taps.view(-1, 1, 2 * radius + 1, 1),
+        groups=count * channels,
+    )
+    return planes.view(count, channels, height, width)
+
+
+def camera_noise_reduction(noise: torch.Tensor, chroma_sigma: torch.Tensor, luma_sigma: torch.Tensor) -> torch.Tensor:
+    """Low-pass the chroma of an (N, 3, H, W) noise field by ``chroma_sigma`` and its luma
+    (the mean of R, G and B) by ``luma_sigma``, one width per image."""
+    luma = noise.mean(1, keepdim=True)
+    return gaussian_blur(noise - luma, chroma_sigma) + gaussian_blur(luma, luma_sigma)
+
+
 def sensor_noise(
-    rgb: torch.Tensor, camera: CameraParams, malvar: torch.Tensor, generator: torch.Generator
+    rgb: torch.Tensor,
+    camera: CameraParams,
+    malvar: torch.Tensor,
+    generator: torch.Generator,
+    reduction: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1-3 for an even-sized (N, 3, H, W) sRGB batch: (noisy 8-bit sRGB, clean target).
+    """Steps 1-4 for an even-sized (N, 3, H, W) sRGB batch: (noisy 8-bit sRGB, clean target).
 
     ``malvar`` (N,) bool picks Malvar demosaicking per image, bilinear otherwise.
+    ``reduction``: per-image (chroma, luma) low-pass widths of the camera's noise reduction,
+    none if not given.
     """
     malvar = malvar.view(-1, 1, 1, 1)
 
@@ -72,7 +120,11 @@ def sensor_noise(
 
     clean_raw = mosaic(unprocess_rgb(rgb, camera))
     noisy_raw = add_noise(clean_raw, camera.shot_noise, camera.read_noise, generator)
-    return quantize8(develop(noisy_raw)), develop(clean_raw)
+    target = develop(clean_raw)
+    noisy = develop(noisy_raw)
+    if reduction is not None:
+        noisy = target + camera_noise_reduction(noisy - target, *reduction)
+    return quantize8(noisy), target
 
 
 def camera_noise(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +136,10 @@ def camera_noise(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch
     count = rgb.shape[0]
     camera = random_camera(generator, count, SHOT_RANGE)
     malvar = _fraction(generator, count, MALVAR_FRACTION)
-    noisy, target = sensor_noise(rgb, camera, malvar, generator)
+    reduce = _fraction(generator, count, NR_FRACTION)
+    chroma = torch.empty(count).uniform_(*NR_CHROMA_SIGMA, generator=generator) * reduce
+    luma = torch.empty(count).uniform_(*NR_LUMA_SIGMA, generator=generator) * reduce
+    noisy, target = sensor_noise(rgb, camera, malvar, generator, (chroma, luma))
 
     compress = _fraction(generator, count, JPEG_FRACTION)
     qualities = torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (count,), generator=generator)
