@@ -316,7 +316,7 @@ class Trainer:
         losses: list[float] = []
         if inputs := self.monitor_inputs():
             log.info("held-out PSNR of the inputs  %s", "  ".join(f"{k} {v:.2f}" for k, v in inputs.items()))
-        tick = time.monotonic()
+        tick = window = time.monotonic()
         while self.step < self.recipe.steps:
             losses.append(self.train_step())
             now = time.monotonic()
@@ -328,9 +328,10 @@ class Trainer:
                     self.step,
                     sum(losses) / len(losses),
                     lr_at(self.step, self.recipe, self.restart),
-                    self.seconds / max(1, self.step),
+                    (now - window) / len(losses),  # wall time of these steps, data synthesis included
                 )
                 losses.clear()
+                window = now
             if self.step % monitor_every == 0:
                 for label, net in (("ema", self.ema), ("raw", self.model)):
                     scores = self.monitor(net)
