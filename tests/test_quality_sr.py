@@ -23,7 +23,7 @@ SET5 = Path(__file__).resolve().parents[2] / "shared" / "data" / "val" / "Set5"
 COMMITTED = {
     "drn-x2": 41.04,  # weights/drn-x2.safetensors (7000 steps), 2026-11-27; bicubic 35.61
     "drn-x4": 34.90,  # weights/drn-x4.safetensors (15000 steps), 2026-11-27; bicubic 29.71
-    "drn-light-x4": 34.69,  # weights/drn-light-x4.safetensors (DRC, 2000 fine-tuning steps), 2026-11-27
+    "drn-light-x4": 34.72,  # weights/drn-light-x4.safetensors (DRC, 2000 + 1500 fine-tuning steps), 2026-11-27
 }
 MARGIN_OVER_BICUBIC = {2: 4.0, 4: 2.0}
 
