@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def add_gaussian_noise(
@@ -20,6 +21,28 @@ def add_gaussian_noise(
     sigma = sigma / 255.0
     noise = torch.randn(clean.shape, generator=generator) * sigma
     return clean + noise, sigma.flatten()
+
+
+def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian low-pass of (N, C, H, W) with one width per image (``sigma`` (N,),
+    pixels; 0 leaves the image as is), reflecting at the borders."""
+    count, channels, height, width = image.shape
+    radius = min(max(1, math.ceil(3.0 * float(sigma.max()))), height - 1, width - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (offsets / sigma.double().clamp(min=1e-3).view(-1, 1)) ** 2)
+    taps = (taps / taps.sum(1, keepdim=True)).to(image).repeat_interleave(channels, 0)
+    planes = image.reshape(1, count * channels, height, width)
+    planes = F.conv2d(
+        F.pad(planes, (radius, radius, 0, 0), mode="reflect"),
+        taps.view(-1, 1, 1, 2 * radius + 1),
+        groups=count * channels,
+    )
+    planes = F.conv2d(
+        F.pad(planes, (0, 0, radius, radius), mode="reflect"),
+        taps.view(-1, 1, 2 * radius + 1, 1),
+        groups=count * channels,
+    )
+    return planes.view(count, channels, height, width)
 
 
 def _cubic(x: torch.Tensor) -> torch.Tensor:

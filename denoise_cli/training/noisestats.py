@@ -40,7 +40,7 @@ SHOT_LEVELS = {"low": SHOT_RANGE[0], "middle": (SHOT_RANGE[0] * SHOT_RANGE[1]) *
 THIRDS = (0.0, 1 / 3, 2 / 3, 1.0 + 1e-6)
 
 
-def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.flatten().double(), b.flatten().double()
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / ((a.square().sum() * b.square().sum()).sqrt() + 1e-12))
@@ -54,8 +54,8 @@ def residual_stats(noisy: torch.Tensor, clean: torch.Tensor) -> dict[str, float]
     for name, low, high in zip(("dark", "mid", "bright"), THIRDS, THIRDS[1:], strict=False):
         mask = (brightness >= low) & (brightness < high)
         stats[name] = float(residual[:, mask].std()) if int(mask.sum()) > 100 else float("nan")
-    stats["neighbour"] = _correlation(residual[..., :-1], residual[..., 1:])
-    stats["colour"] = float(np.mean([_correlation(residual[i], residual[j]) for i, j in ((0, 1), (1, 2), (0, 2))]))
+    stats["neighbour"] = correlation(residual[..., :-1], residual[..., 1:])
+    stats["colour"] = float(np.mean([correlation(residual[i], residual[j]) for i, j in ((0, 1), (1, 2), (0, 2))]))
     return stats
 
 
@@ -88,7 +88,7 @@ def synthetic_pairs(
     camera = random_camera(generator, count, (shot, shot))
     widths = None if reduction is None else tuple(torch.full((count,), w) for w in reduction)
     noisy, target = sensor_noise(clean, camera, torch.ones(count, dtype=torch.bool), generator, widths)
-    return [(noisy[i : i + 1], target[i : i + 1]) for i in range(len(clean))]
+    return [(noisy[i : i + 1], target[i : i + 1]) for i in range(count)]
 
 
 def compare(data: Path, count: int, crop: int) -> dict[str, tuple[dict[str, float], list]]:

@@ -27,13 +27,11 @@ references keep their camera's demosaicking too: SIDD's ground truth and PolyU's
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
 from ..jpeg import jpeg_roundtrip
 from ..raw import demosaic_bilinear, demosaic_malvar, mosaic
+from .degrade import gaussian_blur
 from .unprocess import CameraParams, _check_rgb, _even, add_noise, process, random_camera, unprocess_rgb
 
 # Shot-noise variance (linear RAW in [0, 1]): 1e-4 is a clean base-ISO exposure; 2e-2, about
@@ -69,28 +67,6 @@ def quantize8(image: torch.Tensor) -> torch.Tensor:
 def _fraction(generator: torch.Generator, count: int, share: float) -> torch.Tensor:
     """(count,) bool: each image independently with probability ``share``."""
     return torch.rand(count, generator=generator) < share
-
-
-def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian low-pass of (N, C, H, W) with one width per image (``sigma`` (N,),
-    pixels; 0 leaves the image as is), reflecting at the borders."""
-    count, channels, height, width = image.shape
-    radius = min(max(1, math.ceil(3.0 * float(sigma.max()))), height - 1, width - 1)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    taps = torch.exp(-0.5 * (offsets / sigma.double().clamp(min=1e-3).view(-1, 1)) ** 2)
-    taps = (taps / taps.sum(1, keepdim=True)).to(image).repeat_interleave(channels, 0)
-    planes = image.reshape(1, count * channels, height, width)
-    planes = F.conv2d(
-        F.pad(planes, (radius, radius, 0, 0), mode="reflect"),
-        taps.view(-1, 1, 1, 2 * radius + 1),
-        groups=count * channels,
-    )
-    planes = F.conv2d(
-        F.pad(planes, (0, 0, radius, radius), mode="reflect"),
-        taps.view(-1, 1, 2 * radius + 1, 1),
-        groups=count * channels,
-    )
-    return planes.view(count, channels, height, width)
 
 
 def camera_noise_reduction(noise: torch.Tensor, chroma_sigma: torch.Tensor, luma_sigma: torch.Tensor) -> torch.Tensor:
