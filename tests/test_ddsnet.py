@@ -7,6 +7,7 @@ import torch
 
 from denoise_cli.flops import count_macs
 from denoise_cli.models.ddsnet import DDSNet, SlimConv2d
+from denoise_cli.registry import card
 
 
 def test_a_slim_conv_is_the_prefix_of_the_full_conv() -> None:
@@ -125,3 +126,36 @@ def test_eval_scores_the_gate_and_every_sub_network_on_mixed_noise(tiny_ddsnet: 
     gate = next(r for r in rows if r["method"].endswith("(gate)"))
     assert gate["note"].startswith("mean width ")
     assert [r["method"] for r in rows if "width" in r["method"]][-1] == f"{tiny_ddsnet} width 1.00"
+
+
+def _generated_scenes(count: int, size: int = 128) -> torch.Tensor:
+    """Clean test scenes with flat areas, edges and texture: smooth colour gradients plus
+    random rectangles and a band of stripes, no photographs needed."""
+    generator = torch.Generator().manual_seed(7)
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    scenes = []
+    for _ in range(count):
+        a, b, c = torch.rand(3, 3, 1, 1, generator=generator)
+        image = (0.2 + 0.6 * (a * ys + b * xs) / 2 + 0.1 * c).expand(3, size, size).clone()
+        for _ in range(4):
+            top, left = torch.randint(0, size - 32, (2,), generator=generator).tolist()
+            image[:, top : top + 32, left : left + 24] = torch.rand(3, 1, 1, generator=generator)
+        period = int(torch.randint(3, 9, (1,), generator=generator))
+        image[:, size // 2 :, : size // 3] *= 0.7 + 0.3 * (torch.arange(size // 3) // period % 2)
+        scenes.append(image.clamp(0, 1))
+    return torch.stack(scenes)
+
+
+@pytest.mark.skipif(not card("ddsnet").weights_path.is_file(), reason="ddsnet weights not shipped")
+def test_shipped_gate_gives_light_noise_narrower_widths_than_heavy() -> None:
+    from denoise_cli import registry
+
+    net, _ = registry.load("ddsnet")
+    clean = _generated_scenes(6)
+    generator = torch.Generator().manual_seed(8)
+    widths = {}
+    for sigma in (5.0, 50.0):
+        noisy = (clean + torch.randn(clean.shape, generator=generator) * sigma / 255).clamp(0, 1)
+        widths[sigma] = [net.decide(image[None])["width"] for image in noisy]
+    assert sum(widths[5.0]) / 6 < sum(widths[50.0]) / 6
+    assert max(widths[5.0]) <= min(widths[50.0])
