@@ -118,17 +118,6 @@ CARDS: dict[str, ModelCard] = {
             tile_multiple=16,
             memory_per_pixel=1000,  # measured peak RSS growth: 907 B/px at 512^2, 685 B/px at 1024^2
         ),
-        ModelCard(
-            name="ddsnet",
-            task="denoise",
-            arch="ddsnet",
-            summary="blind colour Gaussian denoising (sigma 0-55), slimmable: a gate picks the width per image",
-            paper="Jiang et al., Dynamic Slimmable Denoising Network, IEEE TIP 2023",
-            # 18 convs at half resolution see 36 px each way: tiles are blended, not exact
-            overlap=48,
-            tile_multiple=2,
-            memory_per_pixel=2000,
-        ),
         vdn_card("vdn-hyper", "VDN with HyperConv kernels", f"{VDN_PAPER}; {HYPER_PAPER}"),
         vdn_card("vdn-plain", "VDN with plain convs (vdn-hyper's twin)", VDN_PAPER),
         isp_card("hyperisp", "HyperConv kernels from an MLP"),

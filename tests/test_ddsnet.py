@@ -7,7 +7,7 @@ import torch
 
 from denoise_cli.flops import count_macs
 from denoise_cli.models.ddsnet import DDSNet, SlimConv2d
-from denoise_cli.registry import card
+from denoise_cli.registry import weights_dir
 
 
 def test_a_slim_conv_is_the_prefix_of_the_full_conv() -> None:
@@ -146,7 +146,7 @@ def _generated_scenes(count: int, size: int = 128) -> torch.Tensor:
     return torch.stack(scenes)
 
 
-@pytest.mark.skipif(not card("ddsnet").weights_path.is_file(), reason="ddsnet weights not shipped")
+@pytest.mark.skipif(not (weights_dir() / "ddsnet.safetensors").is_file(), reason="ddsnet weights not shipped")
 def test_shipped_gate_gives_light_noise_narrower_widths_than_heavy() -> None:
     from denoise_cli import registry
 
@@ -159,3 +159,20 @@ def test_shipped_gate_gives_light_noise_narrower_widths_than_heavy() -> None:
         widths[sigma] = [net.decide(image[None])["width"] for image in noisy]
     assert sum(widths[5.0]) / 6 < sum(widths[50.0]) / 6
     assert max(widths[5.0]) <= min(widths[50.0])
+
+
+def test_subnetwork_table_scores_every_configuration_at_every_level() -> None:
+    from denoise_cli.metrics import psnr
+    from denoise_cli.training.ddsnet import subnetwork_psnr
+    from denoise_cli.training.degrade import add_gaussian_noise
+
+    net = DDSNet(channels=16, blocks=2)
+    torch.nn.init.zeros_(net.tail.weight)
+    torch.nn.init.zeros_(net.tail.bias)  # every configuration returns its input
+    clean = torch.rand(2, 3, 16, 16) * 0.5 + 0.25
+    table = subnetwork_psnr(net, clean, (5.0, 25.0))
+    noisy, _ = add_gaussian_noise(clean, (25.0, 25.0), torch.Generator().manual_seed(25))
+    expected = sum(psnr(noisy[i : i + 1].clamp(0, 1), clean[i : i + 1]) for i in range(2)) / 2
+    assert sorted(table) == [5.0, 25.0] and all(len(row) == net.choices for row in table.values())
+    assert table[25.0] == pytest.approx([expected] * net.choices, abs=1e-3)
+    assert table[5.0][0] > table[25.0][0] + 10

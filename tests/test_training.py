@@ -277,3 +277,22 @@ def test_the_input_floor_is_logged_for_same_size_tasks_only(tmp_path: Path) -> N
     assert all(abs(v - 20 * math.log10(255 / float(k.removeprefix("sigma")))) < 1.0 for k, v in floor.items())
     upscaler = Trainer(dataclasses.replace(tiny_drn_recipe(1), holdout=2), tmp_path / "b", data_root)
     assert upscaler.monitor_inputs() == {}
+
+
+def test_log_mse_is_minus_the_mean_psnr_so_light_and_heavy_noise_weigh_alike() -> None:
+    import math
+
+    from denoise_cli.metrics import psnr
+    from denoise_cli.training.objectives import pixel_loss
+
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 16, 16)
+    out = target + torch.randn(2, 3, 16, 16) * torch.tensor([0.01, 0.2]).view(2, 1, 1, 1)
+    mean_psnr = sum(psnr(out[i : i + 1], target[i : i + 1]) for i in range(2)) / 2
+    loss = pixel_loss("log-mse")
+    assert loss(out, target).item() == pytest.approx(-mean_psnr * math.log(10) / 10, abs=1e-4)
+    # halving the error of the light-noise image helps as much as halving the heavy one's
+    light = torch.stack([target[0] + (out[0] - target[0]) / 2, out[1]])
+    heavy = torch.stack([out[0], target[1] + (out[1] - target[1]) / 2])
+    assert loss(light, target).item() == pytest.approx(loss(heavy, target).item(), abs=1e-4)
+    assert pixel_loss("l2")(light, target) > pixel_loss("l2")(heavy, target)

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         help="with --init: a new schedule from step 0 (e.g. a short L2 phase) instead of continuing the old one",
     )
     parser.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
-    parser.add_argument("--loss", choices=["l1", "l2", "charbonnier"], default=None, help="override the recipe's loss")
+    parser.add_argument(
+        "--loss", choices=["l1", "l2", "charbonnier", "log-mse"], default=None, help="override the recipe's loss"
+    )
     parser.add_argument("--warmup", type=int, default=None, help="override the recipe's warm-up steps")
     parser.add_argument("--patch", type=int, default=None, help="override the recipe's patch side (target pixels)")
     parser.add_argument("--batch", type=int, default=None, help="override the recipe's batch size")

@@ -81,3 +81,45 @@ def tailor_trainer(trainer: Any) -> None:
         configs = tailor(net, noisy, clean, MAC_SHARES)
         configs.append([net.channels] * net.configs.shape[1])
         net.configs.copy_(torch.tensor(configs, dtype=torch.int64))
+
+
+@torch.no_grad()
+def subnetwork_psnr(model: nn.Module, clean: torch.Tensor, sigmas: tuple[float, ...]) -> dict[float, list[float]]:
+    """Mean PSNR of every sub-network (cheapest first) on ``clean`` crops at each noise level (fixed seeds)."""
+    model.eval()
+    table = {}
+    for sigma in sigmas:
+        noisy, _ = add_gaussian_noise(clean, (sigma, sigma), torch.Generator().manual_seed(int(sigma)))
+        table[sigma] = [
+            sum(psnr(model(n[None], config=c).float().clamp(0, 1), t[None]) for n, t in zip(noisy, clean, strict=True))
+            / len(clean)
+            for c in model.configs
+        ]
+    return table
+
+
+def main() -> None:
+    """``python -m denoise_cli.training.ddsnet WEIGHTS``: the sub-networks' PSNR on the held-out training crops."""
+    import argparse
+    from pathlib import Path
+
+    from .. import registry, weights
+    from .data import center_crops, list_images, load_rgb, split_holdout
+    from .recipes import RECIPES, SHARED_DATA
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("weights", type=Path)
+    args = parser.parse_args()
+    recipe = RECIPES["ddsnet-super"]
+    model = registry.build(recipe.arch, **weights.read_card(args.weights).get("arch_args", recipe.arch_args))
+    weights.load_into(model, args.weights)
+    _, held = split_holdout(list_images([SHARED_DATA / d for d in recipe.train_dirs]), recipe.holdout)
+    clean = center_crops([load_rgb(f) for f in held], 128)
+    print("| sigma | " + " | ".join(f"{s:.2f} of the MACs" for s in model.shares()) + " |")
+    print("|---" * (model.choices + 1) + "|")
+    for sigma, row in subnetwork_psnr(model, clean, (0.0, 5.0, 15.0, 25.0, 50.0)).items():
+        print(f"| {sigma:g} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+
+
+if __name__ == "__main__":
+    main()

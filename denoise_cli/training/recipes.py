@@ -98,7 +98,7 @@ PANET_NOTES = [
     " skip, tail) with fewer blocks than the paper's 80 for a CPU budget; the attention block is"
     " the paper's (scales 1.0-0.6, 3x3 patches, softmax scale 10, reduction 2).",
     "training patches are 48 px (the paper's size) because attention cost is quadratic in the patch area:"
-    " at 64 px the attention took three times the convs' MACs and a step 3.1 s on one EPYC core, at 48 px 1.0 s",
+    " at 64 px the attention took three times the convs' MACs and a step 3.1 s on one EPYC core, at 48 px about 1.1 s",
 ]
 
 
@@ -304,7 +304,7 @@ RECIPES: dict[str, Recipe] = {
         monitor={"sigma15": awgn((15.0, 15.0)), "sigma50": awgn((50.0, 50.0))},
         objective="sandwich",
         finish=_tailor,
-        patch=64,  # four passes per step: at 96 px a step took 1.2 s on one EPYC core, at 64 px 0.6 s
+        patch=64,  # four passes per step: 0.65 s on one EPYC core at 64 px, about twice that at 96 px
         batch=16,
         steps=5000,
         lr=5e-4,
