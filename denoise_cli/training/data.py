@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,20 @@ class PatchSampler:
         """(size, 3, patch, patch) float32 in [0, 1]."""
         stack = np.stack([self._one() for _ in range(size)])
         return torch.from_numpy(stack).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def training_split(root: Path, dirs: Sequence[str], holdout: int) -> tuple[list[Path], list[Path]]:
+    """The images of ``dirs`` under ``root``, split into training files and the ``holdout`` kept apart."""
+    return split_holdout(list_images([root / d for d in dirs]), holdout)
+
+
+MONITOR_CROP = 128
+"""Side of the held-out crops a training run watches (and the tools that score its weights on them)."""
+
+
+def monitor_crops(held: list[Path]) -> torch.Tensor | None:
+    """The fixed held-out batch: one centred MONITOR_CROP crop per held-out image."""
+    return center_crops([load_rgb(f) for f in held], MONITOR_CROP) if held else None
 
 
 def center_crops(images: list[np.ndarray], size: int) -> torch.Tensor:

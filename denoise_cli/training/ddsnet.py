@@ -104,7 +104,7 @@ def main() -> None:
     from pathlib import Path
 
     from .. import registry, weights
-    from .data import center_crops, list_images, load_rgb, split_holdout
+    from .data import monitor_crops, training_split
     from .recipes import RECIPES, SHARED_DATA
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -113,8 +113,8 @@ def main() -> None:
     recipe = RECIPES["ddsnet-super"]
     model = registry.build(recipe.arch, **weights.read_card(args.weights).get("arch_args", recipe.arch_args))
     weights.load_into(model, args.weights)
-    _, held = split_holdout(list_images([SHARED_DATA / d for d in recipe.train_dirs]), recipe.holdout)
-    clean = center_crops([load_rgb(f) for f in held], 128)
+    _, held = training_split(SHARED_DATA, recipe.train_dirs, recipe.holdout)
+    clean = monitor_crops(held)
     print("| sigma | " + " | ".join(f"{s:.2f} of the MACs" for s in model.shares()) + " |")
     print("|---" * (model.choices + 1) + "|")
     for sigma, row in subnetwork_psnr(model, clean, (0.0, 5.0, 15.0, 25.0, 50.0)).items():

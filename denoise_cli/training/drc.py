@@ -43,7 +43,7 @@ from torch import nn
 from .. import registry, weights
 from ..flops import count_macs
 from ..models.drn import DRN, RCAB, DualNet
-from .data import PatchSampler, list_images, load_rgb, split_holdout
+from .data import PatchSampler, load_rgb, training_split
 from .objectives import dual_regression
 from .recipes import SHARED_DATA, bicubic_down
 
@@ -273,8 +273,7 @@ def training_pairs(
 ) -> tuple[Iterator[Pair], Iterator[Pair]]:
     """Endless (LR, HR) batches from shared/data/train (never val/): the training split, then the
     ``holdout`` images kept apart for the search's architecture steps."""
-    files = list_images([data / d for d in TRAIN_DIRS])
-    kept, held = split_holdout(files, holdout)
+    kept, held = training_split(data, TRAIN_DIRS, holdout)
     degrade = bicubic_down(scale)
 
     def stream(files: list[Path], seed: int) -> Iterator[Pair]:

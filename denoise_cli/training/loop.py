@@ -27,7 +27,7 @@ from torch import nn
 from .. import registry, weights
 from ..device import autocast, cpu_name, fastest_precision, set_threads
 from ..metrics import psnr
-from .data import PatchSampler, center_crops, list_images, load_rgb, split_holdout
+from .data import PatchSampler, load_rgb, monitor_crops, training_split
 from .objectives import OBJECTIVES, pixel_loss
 from .recipes import SHARED_DATA, Recipe
 
@@ -111,10 +111,9 @@ class Trainer:
         self.seconds = 0.0
         self.precision = "fp32"
 
-        files = list_images([data_root / d for d in recipe.train_dirs])
-        train_files, held = split_holdout(files, recipe.holdout)
+        train_files, held = training_split(data_root, recipe.train_dirs, recipe.holdout)
         self.sampler = PatchSampler([load_rgb(f) for f in train_files], recipe.patch, seed=seed)
-        self.monitor_clean = center_crops([load_rgb(f) for f in held], 128) if held else None
+        self.monitor_clean = monitor_crops(held)
         log.info("%d training images, %d held out for monitoring", len(train_files), len(held))
 
     # -- state -----------------------------------------------------------------------
