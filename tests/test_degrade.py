@@ -43,3 +43,28 @@ def test_gaussian_noise_level_and_no_clipping() -> None:
     assert torch.allclose(sigma, torch.full((4,), 25 / 255))
     assert (noisy - clean).std().item() == pytest.approx(25 / 255, rel=0.02)
     assert noisy.min().item() < 0.0  # not clipped
+
+
+def test_demosaic_training_pairs_saturate_colour_but_keep_grey_and_the_mosaic_consistent() -> None:
+    from denoise_cli.raw import mosaic, pack
+    from denoise_cli.training.recipes import packed_mosaic
+
+    generator = torch.Generator().manual_seed(0)
+    grey = torch.rand(8, 1, 16, 16).expand(8, 3, 16, 16)
+    inputs, target = packed_mosaic(max_saturation=1.6)(grey, generator)
+    assert torch.equal(target, grey)  # no chroma, nothing to scale
+
+    colour = 0.25 + 0.5 * torch.rand(64, 3, 16, 16, generator=generator)
+    inputs, target = packed_mosaic(max_saturation=1.6)(colour, generator)
+    assert torch.equal(inputs, pack(mosaic(target)))
+    assert target.min() >= 0.0 and target.max() <= 1.0
+
+    def chroma(x: torch.Tensor) -> torch.Tensor:
+        return (x - x.mean(dim=1, keepdim=True)).abs().mean(dim=(1, 2, 3))
+
+    ratio = chroma(target) / chroma(colour)
+    assert torch.all(ratio >= 1.0 - 1e-5) and torch.all(ratio <= 1.6 + 1e-5)
+    boosted = ratio > 1.0 + 1e-5
+    assert 16 <= int(boosted.sum()) <= 48  # about half the patches
+    plain_inputs, plain_target = packed_mosaic()(colour, generator)
+    assert torch.equal(plain_target, colour)

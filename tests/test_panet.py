@@ -103,3 +103,29 @@ def test_pa_edsr_upscales_exactly_and_its_twin_differs_only_by_the_attention(sca
     extra = sum(p.numel() for p in attention.parameters())
     assert sum(p.numel() for p in with_pa.parameters()) == sum(p.numel() for p in without.parameters()) + extra
     assert attention.query[0].out_channels == 16  # narrower than 32 features: no reduction
+
+
+def test_mosaic_skip_adds_malvar_demosaicking_of_the_packed_input() -> None:
+    from denoise_cli.raw import demosaic_malvar, unpack
+
+    torch.manual_seed(0)
+    net = PANet(in_channels=4, blocks=2, upscale=2, mosaic_skip=True).eval()
+    packed = torch.rand(1, 4, 10, 12)
+    with torch.no_grad():
+        correction = net(packed) - demosaic_malvar(unpack(packed))
+        torch.nn.init.zeros_(net.tail.weight)
+        torch.nn.init.zeros_(net.tail.bias)
+        assert torch.equal(net(packed), demosaic_malvar(unpack(packed)))
+    assert correction.abs().max() > 1e-3  # the network's part is really added on top
+    with pytest.raises(ValueError, match="packed RGGB"):
+        PANet(in_channels=3, blocks=2, mosaic_skip=True)
+
+
+def test_space_to_depth_panet_takes_odd_sizes_and_crops_back() -> None:
+    net = PANet(blocks=2, unshuffle=2, image_skip=True).eval()
+    x = torch.rand(1, 3, 11, 13)
+    with torch.no_grad():
+        out = net(x)
+        padded = net(F.pad(x, (0, 1, 0, 1), mode="replicate"))
+    assert out.shape == x.shape
+    assert torch.allclose(out, padded[..., :11, :13])

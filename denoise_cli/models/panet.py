@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..raw import demosaic_malvar, unpack
+
 PYRAMID_SCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
 
 
@@ -103,7 +105,9 @@ class PANet(nn.Module):
     ``unshuffle`` runs the body at 1/f resolution (space-to-depth in, depth-to-space out);
     ``upscale`` makes the output that many times larger (a packed half-resolution Bayer
     input gives a full-resolution RGB image); ``image_skip`` adds the input image to the
-    output so the network predicts a residual, where input and output have the same shape.
+    output so the network predicts a residual, where input and output have the same shape;
+    ``mosaic_skip`` adds the Malvar-He-Cutler demosaicking of a packed RGGB input instead, so a
+    demosaicking network predicts the correction to the classical result.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class PANet(nn.Module):
         image_skip: bool = False,
         unshuffle: int = 1,
         upscale: int = 1,
+        mosaic_skip: bool = False,
     ) -> None:
         super().__init__()
         half = blocks // 2
@@ -131,15 +136,27 @@ class PANet(nn.Module):
         )
         self.tail = nn.Conv2d(features, out_channels * self.shuffle**2, 3, padding=1)
         self.image_skip = image_skip and in_channels == out_channels and upscale == 1
+        if mosaic_skip and (in_channels, out_channels, unshuffle * upscale) != (4, 3, 2):
+            raise ValueError("mosaic_skip needs a packed RGGB input (4 channels) and a full-resolution RGB output")
+        self.mosaic_skip = mosaic_skip
 
     @property
     def size_multiple(self) -> int:
         return self.unshuffle
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = F.pixel_unshuffle(x, self.unshuffle) if self.unshuffle > 1 else x
+        height, width = x.shape[-2:]
+        m, up = self.unshuffle, self.shuffle // self.unshuffle
+        if height % m or width % m:  # pad to the space-to-depth factor by itself, crop after
+            x = F.pad(x, (0, -width % m, 0, -height % m), mode="replicate")
+        z = F.pixel_unshuffle(x, m) if m > 1 else x
         head = self.head(z)
         out = self.tail(self.body(head) + head)
         if self.shuffle > 1:
             out = F.pixel_shuffle(out, self.shuffle)
-        return x + out if self.image_skip else out
+        if self.mosaic_skip:
+            with torch.autocast(x.device.type, enabled=False):  # the classical part stays in fp32
+                out = out.float() + demosaic_malvar(unpack(x.float()))
+        elif self.image_skip:
+            out = x + out
+        return out[..., : height * up, : width * up]

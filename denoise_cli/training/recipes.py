@@ -76,12 +76,24 @@ class Recipe:
         return out
 
 
-def packed_mosaic() -> Degrade:
-    """Demosaicking: the RGGB mosaic of the clean patch, packed to four half-resolution planes."""
+def packed_mosaic(max_saturation: float = 1.0) -> Degrade:
+    """Demosaicking: the RGGB mosaic of the clean patch, packed to four half-resolution planes.
+
+    ``max_saturation`` > 1 first scales the chroma of half the patches (their difference from
+    the grey mean) by a factor drawn in [1, max_saturation]: the training photos are mostly
+    muted, and strongly coloured scenes, where the colour planes are least alike, are where
+    demosaicking is hardest.
+    """
 
     def degrade(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         from ..raw import mosaic, pack
 
+        if max_saturation > 1.0:
+            n = clean.shape[0]
+            gain = 1.0 + (max_saturation - 1.0) * torch.rand(n, 1, 1, 1, generator=generator)
+            gain = torch.where(torch.rand(n, 1, 1, 1, generator=generator) < 0.5, gain, torch.ones_like(gain))
+            grey = clean.mean(dim=1, keepdim=True)
+            clean = (grey + gain.to(clean) * (clean - grey)).clamp(0.0, 1.0)
         return pack(mosaic(clean)), clean
 
     return degrade
@@ -109,7 +121,7 @@ def panet_recipe(model: str, arch_args: dict[str, Any], degrade: Degrade, notes:
         arch_args={"features": 64, "blocks": 12, **arch_args},
         train_dirs=["train/bsds400", "train/t91"],
         degrade=degrade,
-        monitor={"val": degrade},
+        monitor=schedule.pop("monitor", {"val": degrade}),
         notes=PANET_NOTES + notes,
         **{"patch": 48, "batch": 16, "steps": 10000, "lr": 2e-4, **schedule},
     )
@@ -271,9 +283,14 @@ RECIPES: dict[str, Recipe] = {
     # space-to-depth for same-size tasks) so a CPU can train it.
     "panet-demosaic": panet_recipe(
         "panet-demosaic",
-        {"in_channels": 4, "upscale": 2},
-        packed_mosaic(),
-        ["input: the RGGB mosaic packed to R, G1, G2, B planes at half resolution; output: full-resolution RGB"],
+        {"in_channels": 4, "upscale": 2, "mosaic_skip": True},
+        packed_mosaic(max_saturation=1.6),
+        [
+            "input: the RGGB mosaic packed to R, G1, G2, B planes at half resolution; output: full-resolution RGB",
+            "predicts the correction to Malvar-He-Cutler demosaicking (added to the output, computed in fp32)",
+            "half the training patches get their chroma scaled by 1-1.6 (strongly coloured scenes)",
+        ],
+        monitor={"val": packed_mosaic()},
     ),
     "panet-deblock": panet_recipe(
         "panet-deblock",
