@@ -66,5 +66,5 @@ def test_demosaic_training_pairs_saturate_colour_but_keep_grey_and_the_mosaic_co
     assert torch.all(ratio >= 1.0 - 1e-5) and torch.all(ratio <= 1.6 + 1e-5)
     boosted = ratio > 1.0 + 1e-5
     assert 16 <= int(boosted.sum()) <= 48  # about half the patches
-    plain_inputs, plain_target = packed_mosaic()(colour, generator)
+    _, plain_target = packed_mosaic()(colour, generator)
     assert torch.equal(plain_target, colour)
