@@ -353,7 +353,7 @@ def models_command(json_lines: bool) -> None:
             meta, status = {}, "weights missing"
         if status == "ok" and not meta.get("gmacs_per_mp"):
             net = build_from_card(card.name, meta)
-            meta.update(size_facts(net))
+            meta.update(size_facts(net, card.max_tile))
         rows.append(
             {
                 "name": card.name,

@@ -509,5 +509,5 @@ def save_metrics(enhancer: Any, rows: list[EvalRow], precision: str) -> None:
     headline = [f"{k.split(' | ')[0].replace('sigma ', 's')}: {v['psnr']:.2f}" for k, v in ours.items()]
     metrics["summary"] = ", ".join(headline[:4])
     fresh = registry.build_from_card(enhancer.name, card).eval()
-    card.update(size_facts(fresh))
+    card.update(size_facts(fresh, enhancer.card.max_tile))
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())

@@ -53,9 +53,14 @@ def macs_per_megapixel(model: nn.Module, side: int = 256) -> float:
     return count_macs(model, height, width, channels) * 1e6 / (side * side)
 
 
-def size_facts(model: nn.Module) -> dict[str, float]:
-    """The card's size fields: parameter count and GMACs per megapixel."""
+def size_facts(model: nn.Module, max_tile: int | None = None) -> dict[str, float]:
+    """The card's size fields: parameter count and GMACs per megapixel.
+
+    A model that runs on tiles of at most ``max_tile`` input pixels (attention, quadratic in the
+    tile area) is counted on one such tile, without the overlap, as it runs.
+    """
+    side = max_tile * (2 if reads_packed_mosaic(model) else 1) if max_tile else 256
     return {
         "params": sum(p.numel() for p in model.parameters()),
-        "gmacs_per_mp": round(macs_per_megapixel(model) / 1e9, 2),
+        "gmacs_per_mp": round(macs_per_megapixel(model, side) / 1e9, 2),
     }

@@ -222,7 +222,7 @@ TASKS: dict[str, Task] = {
         ),
         Task(
             "demosaic",
-            None,
+            "panet-demosaic",
             "_demosaic",
             "Demosaick Bayer mosaics: single-channel 8/16-bit PNG or TIFF files (layout from --pattern)"
             " or camera RAW files (their own layout, black and white levels). RAW files give the linear"
@@ -234,7 +234,7 @@ TASKS: dict[str, Task] = {
         ),
         Task(
             "deblock",
-            None,
+            "panet-deblock",
             "_deblocked",
             "Remove JPEG blocking artefacts. The JPEG quality is estimated from each file's"
             " quantisation tables and reported with --json.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -31,7 +32,8 @@ def test_help_lists_every_subcommand() -> None:
 
 
 @pytest.mark.parametrize("task", ["demosaic", "deblock"])
-def test_unbuilt_tasks_say_so_and_exit_2(task: str, images: Path) -> None:
+def test_unbuilt_tasks_say_so_and_exit_2(task: str, images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(TASKS, task, dataclasses.replace(TASKS[task], default_model=None))  # a task without a model
     result = run(task, str(images))
     assert result.exit_code == 2
     assert "not built yet" in result.stderr

@@ -129,3 +129,12 @@ def test_space_to_depth_panet_takes_odd_sizes_and_crops_back() -> None:
         padded = net(F.pad(x, (0, 1, 0, 1), mode="replicate"))
     assert out.shape == x.shape
     assert torch.allclose(out, padded[..., :11, :13])
+
+
+def test_card_size_facts_count_attention_on_the_tile_it_runs_at() -> None:
+    from denoise_cli.flops import macs_per_megapixel, size_facts
+
+    net = PANet(in_channels=4, blocks=2, upscale=2, mosaic_skip=True)
+    on_tiles = size_facts(net, max_tile=16)["gmacs_per_mp"]  # 16 packed px = a 32-px photo tile
+    assert on_tiles == round(macs_per_megapixel(net, 32) / 1e9, 2)
+    assert on_tiles < size_facts(net)["gmacs_per_mp"]  # whole 256-px photo: attention 64x larger
