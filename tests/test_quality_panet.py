@@ -1,0 +1,48 @@
+"""Quality regression of the shipped PANet weights on small crops, by ``denoise eval``'s code.
+
+Demosaicking: 128-px centre crops of three McMaster images, a margin over our Malvar-He-Cutler
+measured in the same run. Deblocking: 128-px centre crops of three Classic5 images at JPEG
+quality 10, a margin over the JPEG input. Both also keep the PSNR the shipped weights gave on
+these crops when they were committed (minus 0.15 dB).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from denoise_cli.engine import Enhancer
+from denoise_cli.evaluate import evaluate_deblock, evaluate_demosaic
+from denoise_cli.registry import CARDS
+
+VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "val"
+
+# PSNR of the shipped weights on these crops (fp32, whole crop as one tile), measured with this
+# file's computation when the weights were committed.
+COMMITTED = {
+    "panet-demosaic": 33.92,  # weights/panet-demosaic.safetensors (4477 steps), 2026-11-27; Malvar-He-Cutler 32.81
+    "panet-deblock": 27.18,  # weights/panet-deblock.safetensors (6000 steps), 2026-11-27; JPEG q10 26.31
+}
+
+pytestmark = pytest.mark.skipif(not VAL.is_dir(), reason="../shared/data/val is not beside the checkout")
+
+
+def shipped(name: str) -> Enhancer:
+    if not CARDS[name].weights_path.is_file():
+        pytest.skip(f"{name} weights not shipped")
+    return Enhancer(name, device="cpu", precision="fp32", tile=0)
+
+
+def test_shipped_demosaicking_beats_malvar_on_mcmaster_crops() -> None:
+    rows = evaluate_demosaic(shipped("panet-demosaic"), "panet-demosaic", VAL / "McMaster", crop=128, limit=3)
+    psnr = {row.method: row.psnr for row in rows}
+    assert psnr["panet-demosaic"] > psnr["Malvar-He-Cutler"] + 0.6
+    assert psnr["panet-demosaic"] > COMMITTED["panet-demosaic"] - 0.15
+
+
+def test_shipped_deblocking_beats_the_jpeg_input_on_classic5_crops() -> None:
+    rows = evaluate_deblock(shipped("panet-deblock"), "panet-deblock", VAL / "Classic5", [10], crop=128, limit=3)
+    psnr = {row.method: row.psnr for row in rows}
+    assert psnr["panet-deblock"] > psnr["input (JPEG)"] + 0.5
+    assert psnr["panet-deblock"] > COMMITTED["panet-deblock"] - 0.15
