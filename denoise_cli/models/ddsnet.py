@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import pad_to_multiple
+
 # The static widths of the super network before tailoring, as fractions of the full width.
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 CHANNEL_STEP = 8  # widths are multiples of this (SIMD-friendly, as DRC's multiples of 4)
@@ -146,7 +148,7 @@ class DDSNet(nn.Module):
             config = self.configs[self.choices - 1 if self.active is None else self.active]
         self.set_config(config)
         h, w = x.shape[-2:]
-        padded = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate") if h % 2 or w % 2 else x
+        padded = pad_to_multiple(x, 2)
         feat = self.head(F.pixel_unshuffle(padded, 2))
         for block in self.body:
             feat = block(feat)

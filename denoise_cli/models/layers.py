@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate the last rows and columns until both sides are multiples of ``multiple``
+    (``x`` itself when they already are); the caller crops the output back."""
+    height, width = x.shape[-2:]
+    if not (height % multiple or width % multiple):
+        return x
+    return F.pad(x, (0, -width % multiple, 0, -height % multiple), mode="replicate")
 
 
 class InvertedResidual(nn.Module):

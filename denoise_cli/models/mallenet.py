@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import blocks
+from .layers import blocks, pad_to_multiple
 
 
 def slice_and_conv(
@@ -157,9 +157,7 @@ class MalleNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        m = self.size_multiple
-        pad_h, pad_w = -height % m, -width % m
-        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        padded = pad_to_multiple(x, self.size_multiple)
 
         pyramid = [padded]
         for _ in range(self.levels - 1):

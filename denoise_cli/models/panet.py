@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..raw import demosaic_malvar, unpack
+from .layers import pad_to_multiple
 
 PYRAMID_SCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
 
@@ -147,8 +148,7 @@ class PANet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         m, up = self.unshuffle, self.shuffle // self.unshuffle
-        if height % m or width % m:  # pad to the space-to-depth factor by itself, crop after
-            x = F.pad(x, (0, -width % m, 0, -height % m), mode="replicate")
+        x = pad_to_multiple(x, m)  # to the space-to-depth factor; cropped back below
         z = F.pixel_unshuffle(x, m) if m > 1 else x
         head = self.head(z)
         out = self.tail(self.body(head) + head)

@@ -27,6 +27,7 @@ from torch import nn
 
 from .hyperconv import HyperConv2d
 from .hyperisp import Block, Conv, conv_factory
+from .layers import pad_to_multiple
 
 # VDN clamps the log of every variance parameter to this range (its code: log(1e-10) .. log(1e4)).
 LOG_MIN, LOG_MAX = -23.0, 9.2
@@ -125,8 +126,7 @@ class VDN(nn.Module):
     @staticmethod
     def _pad(y: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         height, width = y.shape[-2:]
-        m = SIZE_MULTIPLE
-        return F.pad(y, (0, -width % m, 0, -height % m), mode="replicate"), height, width
+        return pad_to_multiple(y, SIZE_MULTIPLE), height, width
 
     def posterior(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean, log m^2, log alpha, log beta), each (N, 3, H, W); H and W multiples of SIZE_MULTIPLE."""
