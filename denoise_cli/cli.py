@@ -152,7 +152,7 @@ def run_task(task: Task, **opts: Any) -> None:
     overlap = opts["overlap"] or 0
     if not classic:
         try:
-            model = registry.resolve(model, opts.get("scale"))
+            model = registry.resolve(model, opts.get("scale"), task.name)
         except (registry.UnknownModelError, ValueError) as e:
             raise click.BadParameter(str(e), param_hint="--model") from None
         card = registry.card(model)

@@ -169,13 +169,18 @@ def card(name: str) -> ModelCard:
         raise UnknownModelError(name) from None
 
 
-def resolve(name: str, scale: int | None = None) -> str:
+def resolve(name: str, scale: int | None = None, task: str | None = None) -> str:
     """The card a ``--model NAME [--scale S]`` pair means: ``NAME-xS`` if that exists, else NAME.
+
+    Within a subcommand, a family named by task (``panet-demosaic``, ``panet-denoise``) is
+    also reached by its family name: ``denoise denoise --model panet`` runs ``panet-denoise``.
 
     Without a scale, a family of scales (``drn-x2``, ``drn-x4``) gives its largest member whose
     weights ship (its largest member if none do, so the error names the missing file).
     An unknown name is an UnknownModelError; a model of another scale is a ValueError.
     """
+    if task and name not in CARDS and f"{name}-{task}" in CARDS:
+        return f"{name}-{task}"
     if scale and f"{name}-x{scale}" in CARDS:
         return f"{name}-x{scale}"
     family = sorted(c.scale for c in CARDS.values() if c.name == f"{name}-x{c.scale}")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
 
+from denoise_cli import registry, weights
+from denoise_cli.cli import main
 from denoise_cli.flops import count_macs
 from denoise_cli.models.panet import PANet, PyramidAttention
 
@@ -68,8 +75,6 @@ def test_attention_arithmetic_is_counted_and_grows_quadratically() -> None:
 
 @pytest.fixture
 def tiny_panet(tmp_path, monkeypatch: pytest.MonkeyPatch) -> str:
-    from denoise_cli import registry, weights
-
     args = {"features": 8, "blocks": 2}
     torch.manual_seed(0)
     folder = tmp_path / "weights"
@@ -138,3 +143,26 @@ def test_card_size_facts_count_attention_on_the_tile_it_runs_at() -> None:
     on_tiles = size_facts(net, max_tile=16)["gmacs_per_mp"]  # 16 packed px = a 32-px photo tile
     assert on_tiles == round(macs_per_megapixel(net, 32) / 1e9, 2)
     assert on_tiles < size_facts(net)["gmacs_per_mp"]  # whole 256-px photo: attention 64x larger
+
+
+def test_a_subcommand_reaches_its_panet_by_the_family_name() -> None:
+    assert registry.resolve("panet", task="demosaic") == "panet-demosaic"
+    assert registry.resolve("panet", task="deblock") == "panet-deblock"
+    assert registry.resolve("mallenet", task="denoise") == "mallenet"  # a full name stays itself
+    with pytest.raises(registry.UnknownModelError):
+        registry.resolve("panet")  # no subcommand, no family member
+
+
+def test_denoise_model_panet_runs_the_denoising_panet(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = {"features": 8, "blocks": 2, "unshuffle": 2, "image_skip": True}
+    folder = tmp_path / "weights"
+    weights.save(registry.build("panet", **args), folder / "panet-denoise.safetensors", {"arch_args": args})
+    card = registry.panet_card("panet-denoise", "denoise", "test", overlap=8, tile_multiple=2, max_tile=32)
+    monkeypatch.setitem(registry.CARDS, "panet-denoise", card)
+    monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(folder))
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    result = CliRunner().invoke(main, ["denoise", str(tmp_path / "a.png"), "--model", "panet", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output.splitlines()[0])
+    assert facts["model"] == "panet-denoise" and facts["status"] == "ok"
+    assert Image.open(tmp_path / "a_denoised.png").size == (50, 40)
