@@ -37,17 +37,34 @@ def read_card(path: Path) -> dict[str, Any]:
         raise WeightsError(f"{card_path}: unreadable model card ({e})") from None
 
 
-def load_into(model: nn.Module, path: Path) -> None:
-    """Strictly load safetensors weights into ``model``; any mismatch is a WeightsError."""
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load_matching(model: nn.Module, path: Path) -> list[str]:
+    """Load the tensors of ``path`` whose names and shapes ``model`` shares (e.g. an x2
+    network's trunk into its x4 sibling); return the names of the model's tensors left as
+    they were. Nothing in common is a WeightsError."""
+    state = _read_state(path)
+    own = model.state_dict()
+    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not shared:
+        raise WeightsError(f"{path}: no tensor fits the architecture")
+    model.load_state_dict(shared, strict=False)
+    return [k for k in own if k not in shared]
+
+
+def load_into(model: nn.Module, path: Path) -> None:
+    """Strictly load safetensors weights into ``model``; any mismatch is a WeightsError."""
+    state = _read_state(path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

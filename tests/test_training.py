@@ -296,3 +296,27 @@ def test_log_mse_is_minus_the_mean_psnr_so_light_and_heavy_noise_weigh_alike() -
     heavy = torch.stack([out[0], target[1] + (out[1] - target[1]) / 2])
     assert loss(light, target).item() == pytest.approx(loss(heavy, target).item(), abs=1e-4)
     assert pixel_loss("l2")(light, target) > pixel_loss("l2")(heavy, target)
+
+
+def test_an_x4_network_starts_from_its_x2_sibling_where_the_tensors_fit(tmp_path: Path, data_root: Path) -> None:
+    def edsr(scale: int, steps: int):
+        tiny = {"scale": scale, "features": 8, "blocks": 2, "attention": False}
+        recipe = RECIPES[f"edsr-x{scale}"]
+        return dataclasses.replace(
+            recipe, arch_args=tiny, train_dirs=["train/synthetic"], patch=16 * scale, batch=2, steps=steps, holdout=0
+        )
+
+    Trainer(edsr(2, 2), tmp_path / "x2", data_root).run()
+    x4 = Trainer(edsr(4, 2), tmp_path / "x4", data_root)
+    x4.init_from(tmp_path / "x2" / "edsr-x2.safetensors", matching_only=True)
+    x2_state = weights._read_state(tmp_path / "x2" / "edsr-x2.safetensors")
+    x4_state = x4.model.state_dict()
+    assert x4.step == 0 and x4.parent["steps"] == 2
+    assert sorted(x4.parent["started_afresh"]) == ["upsample.2.bias", "upsample.2.weight"]  # the second x2 stage
+    assert all(torch.equal(x4_state[k], v) for k, v in x2_state.items())
+    assert all(torch.equal(x4_state[k], v) for k, v in x4.ema.state_dict().items())
+    x4.run()
+    card = json.loads((tmp_path / "x4" / "edsr-x4.json").read_text())
+    assert card["arch_args"]["scale"] == 4 and card["parent"]["name"] == "edsr-x2"
+    with pytest.raises(weights.WeightsError, match="no tensor fits"):
+        weights.load_matching(torch.nn.Linear(2, 2), tmp_path / "x2" / "edsr-x2.safetensors")

@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --init: a new schedule from step 0 (e.g. a short L2 phase) instead of continuing the old one",
     )
+    parser.add_argument(
+        "--init-matching",
+        action="store_true",
+        help="with --init: load only the tensors whose names and shapes fit this recipe's network (an x4"
+        " network from its x2 sibling, as EDSR); the rest start afresh, on a new schedule",
+    )
     parser.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
     parser.add_argument(
         "--loss", choices=["l1", "l2", "charbonnier", "log-mse"], default=None, help="override the recipe's loss"
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = RECIPES[args.recipe]
     out_dir = args.out or Path("runs") / args.recipe
-    recipe.arch_args = architecture_of(recipe.model, recipe.arch, recipe.arch_args, out_dir, args.init)
+    shape_from = None if args.init_matching else args.init  # another network's card must not set the shape
+    recipe.arch_args = architecture_of(recipe.model, recipe.arch, recipe.arch_args, out_dir, shape_from)
     for name in ("steps", "lr", "loss", "warmup", "patch", "batch"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
@@ -53,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.precision != "auto":
         trainer.precision = args.precision  # a checkpoint that records its precision overrides this
     if not trainer.resume() and args.init:
-        trainer.init_from(args.init, continue_schedule=not args.finetune)
+        trainer.init_from(args.init, continue_schedule=not args.finetune, matching_only=args.init_matching)
     if args.export_only:
         trainer.export(trainer.out_dir / f"{recipe.model}.safetensors")
         return 0

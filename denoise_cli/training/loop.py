@@ -159,23 +159,34 @@ class Trainer:
         log.info("resumed %s at step %d", self.checkpoint_path, self.step)
         return True
 
-    def init_from(self, path: Path, continue_schedule: bool = True) -> None:
+    def init_from(self, path: Path, continue_schedule: bool = True, matching_only: bool = False) -> None:
         """Start from shipped weights (no optimizer state is shipped).
 
         The same model trained further continues its schedule from the card's step count (a
         warm restart); otherwise, or with ``continue_schedule=False`` (a fine-tuning phase),
         a new schedule starts at step 0 and the card records what it started from.
+        ``matching_only`` loads just the tensors whose names and shapes fit (EDSR trains its
+        x4 network from the x2 one: all but the second up-sampling stage); the card lists
+        those that started afresh, and a new schedule starts.
         """
-        weights.load_into(self.model, path)
-        weights.load_into(self.ema, path)
-        self._companion_from_run(path.parent / "checkpoint.pt")
         card = weights.read_card(path)
+        fresh: list[str] = []
+        if matching_only:
+            fresh = weights.load_matching(self.model, path)
+            self.ema.load_state_dict(self.model.state_dict())
+            continue_schedule = False
+        else:
+            weights.load_into(self.model, path)
+            weights.load_into(self.ema, path)
+        self._companion_from_run(path.parent / "checkpoint.pt")
         if continue_schedule and card.get("name") == self.recipe.model:
             self.step = self.restart = int(card.get("steps", 0))
             self.seconds = float(card.get("train_seconds", 0))
         else:
             self.parent = {k: card.get(k) for k in ("name", "steps", "train_seconds", "parent") if card.get(k)}
-        log.info("initialised from %s (step %d)", path, self.step)
+            if fresh:
+                self.parent["started_afresh"] = fresh
+        log.info("initialised from %s (step %d)%s", path, self.step, f"; afresh: {', '.join(fresh)}" if fresh else "")
 
     def _companion_from_run(self, checkpoint: Path) -> None:
         """The trained companion (e.g. DRN's dual nets) of the run the --init weights come from,
