@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from denoise_cli.flops import count_macs
-from denoise_cli.models.ddsnet import DDSNet, SlimConv2d
+from denoise_cli.models.ddsnet import DDSNet, SlimConv2d, noise_sigma
 from denoise_cli.registry import weights_dir
+
+from .conftest import smooth_scene
 
 
 def test_a_slim_conv_is_the_prefix_of_the_full_conv() -> None:
@@ -23,8 +25,9 @@ def test_a_slim_conv_is_the_prefix_of_the_full_conv() -> None:
     assert torch.allclose(thin_input, reference, atol=1e-6)
 
 
-def test_every_configuration_keeps_the_size_and_costs_what_it_says() -> None:
-    net = DDSNet(channels=64, blocks=2).eval()
+@pytest.mark.parametrize("noise_map", [False, True])
+def test_every_configuration_keeps_the_size_and_costs_what_it_says(noise_map: bool) -> None:
+    net = DDSNet(channels=64, blocks=2, noise_map=noise_map).eval()
     x = torch.rand(1, 3, 21, 30)
     costs = []
     for index in range(net.choices):
@@ -176,3 +179,28 @@ def test_subnetwork_table_scores_every_configuration_at_every_level() -> None:
     assert sorted(table) == [5.0, 25.0] and all(len(row) == net.choices for row in table.values())
     assert table[25.0] == pytest.approx([expected] * net.choices, abs=1e-3)
     assert table[5.0][0] > table[25.0][0] + 10
+
+
+@pytest.mark.parametrize("sigma", [2.0, 5.0, 15.0, 25.0, 50.0])
+def test_noise_level_estimate_finds_the_sigma_of_gaussian_noise(sigma: float) -> None:
+    clean = torch.from_numpy(smooth_scene(128, 160)).permute(2, 0, 1)[None].float()
+    noisy = clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)) * sigma / 255
+    assert float(noise_sigma(noisy)[0]) * 255 == pytest.approx(sigma, rel=0.08)
+    assert float(noise_sigma(clean)[0]) * 255 < 0.5
+
+
+def test_noise_map_comes_from_the_whole_image_so_every_tile_gets_the_same() -> None:
+    torch.manual_seed(0)
+    net = DDSNet(channels=16, blocks=2, noise_map=True).eval()
+    net.use(net.choices - 1)  # the same sub-network throughout; only the noise level varies
+    clean = torch.from_numpy(smooth_scene(64, 64)).permute(2, 0, 1)[None].float()
+    noisy = clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(1)) * 25 / 255
+    tile = clean[..., :32, :32]
+    with torch.no_grad():
+        alone = net(tile)  # estimated on the tile itself: no noise there
+        assert net.decide(noisy)["noise_sigma"] == pytest.approx(25.0, rel=0.1)
+        in_noisy_image = net(tile)
+        net.decide(clean)
+        in_clean_image = net(tile)
+    assert not torch.allclose(in_noisy_image, in_clean_image, atol=1e-4)
+    assert torch.allclose(in_clean_image, alone, atol=1e-5)

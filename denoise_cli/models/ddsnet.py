@@ -20,6 +20,18 @@ from .layers import pad_to_multiple
 # The static widths of the super network before tailoring, as fractions of the full width.
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 CHANNEL_STEP = 8  # widths are multiples of this (SIMD-friendly, as DRC's multiples of 4)
+NOISE_MAP_UNIT = 50.0 / 255.0
+"""The noise-level input channel is sigma in these units (1.0 at sigma 50 of 255)."""
+
+
+def noise_sigma(image: torch.Tensor) -> torch.Tensor:
+    """Per-image Gaussian noise level (B,), in [0, 1] units: the median absolute value of the
+    finest diagonal Haar band over 0.6745 (Donoho and Johnstone's robust estimate). Edges
+    barely move the median; fine texture pushes it up a little at low noise."""
+    h, w = image.shape[-2] // 2 * 2, image.shape[-1] // 2 * 2
+    x = image[..., :h, :w].float()
+    diagonal = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
+    return diagonal.flatten(1).abs().median(dim=1).values / 0.6745
 
 
 class SlimConv2d(nn.Conv2d):
@@ -86,15 +98,20 @@ class DDSNet(nn.Module):
     ``configs`` (buffer, one row per sub-network, cheapest first) holds the stream width and
     each block's inner width. ``forward`` runs the active configuration: the one forced with
     ``use(index)``, else the one the gate chose in ``decide(image)``, else the largest.
+
+    ``noise_map`` adds a constant input channel holding the estimated noise level
+    (``noise_sigma``), as FFDNet's noise map: a narrow network need not judge the noise level
+    itself. ``decide`` estimates it once per image, so all its tiles get the same value;
+    without ``decide`` (training) each input is estimated on its own.
     """
 
     gate_side = 1024
     """The gate looks at (at most) this centre crop, so deciding stays cheap on huge images."""
 
-    def __init__(self, channels: int = 64, blocks: int = 8, gate_hidden: int = 16) -> None:
+    def __init__(self, channels: int = 64, blocks: int = 8, gate_hidden: int = 16, noise_map: bool = False) -> None:
         super().__init__()
-        self.channels, self.blocks = channels, blocks
-        self.head = SlimConv2d(12, channels, 3, padding=1)
+        self.channels, self.blocks, self.noise_map = channels, blocks, noise_map
+        self.head = SlimConv2d(12 + int(noise_map), channels, 3, padding=1)
         self.body = nn.ModuleList(SlimResBlock(channels) for _ in range(blocks))
         self.tail = SlimConv2d(channels, 12, 3, padding=1)
         rows = [[_round_width(channels * w)] * (blocks + 1) for w in WIDTHS]
@@ -102,6 +119,7 @@ class DDSNet(nn.Module):
         self.gate = WidthGate(len(WIDTHS), gate_hidden)
         self.active: int | None = None
         self.forced: int | None = None
+        self.level: torch.Tensor | None = None  # the image's noise level, set by decide()
 
     @property
     def choices(self) -> int:
@@ -117,20 +135,25 @@ class DDSNet(nn.Module):
     def decide(self, image: torch.Tensor) -> dict[str, float]:
         """Pick the sub-network for this whole image (the gate, unless one is forced); the
         following forwards, e.g. its tiles, run it. Returns its share of the full MACs and
-        the MACs it spends on this image against the full network's."""
+        the MACs it spends on this image against the full network's (and, with a noise map,
+        the noise level it estimated, in 8-bit units)."""
+        h, w = image.shape[-2:]
+        top, left = max(0, (h - self.gate_side) // 2), max(0, (w - self.gate_side) // 2)
+        crop = image[..., top : top + self.gate_side, left : left + self.gate_side]
         if self.forced is None:
-            h, w = image.shape[-2:]
-            top, left = max(0, (h - self.gate_side) // 2), max(0, (w - self.gate_side) // 2)
-            crop = image[..., top : top + self.gate_side, left : left + self.gate_side]
             self.active = int(self.gate(crop.float()).argmax(dim=1)[0])
         config = self.configs[self.active]
         pixels = image.shape[-2] * image.shape[-1]
         full = [self.channels] * (self.blocks + 1)
-        return {
+        facts = {
             "width": round(self.width_of(config), 3),
             "macs": round(self.macs_per_pixel(config) * pixels),
             "macs_full": round(self.macs_per_pixel(full) * pixels),
         }
+        if self.noise_map:
+            self.level = noise_sigma(crop)
+            facts["noise_sigma"] = round(float(self.level[0]) * 255, 2)
+        return facts
 
     def shares(self) -> list[float]:
         """Each sub-network's share of the full network's MACs, cheapest first."""
@@ -149,7 +172,12 @@ class DDSNet(nn.Module):
         self.set_config(config)
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x, 2)
-        feat = self.head(F.pixel_unshuffle(padded, 2))
+        packed = F.pixel_unshuffle(padded, 2)
+        if self.noise_map:
+            level = self.level if self.level is not None else noise_sigma(x)
+            level = level.to(packed.dtype).view(-1, 1, 1, 1) / NOISE_MAP_UNIT
+            packed = torch.cat([packed, level.expand(x.shape[0], 1, *packed.shape[-2:])], dim=1)
+        feat = self.head(packed)
         for block in self.body:
             feat = block(feat)
         noise = F.pixel_shuffle(self.tail(feat), 2)
@@ -159,7 +187,7 @@ class DDSNet(nn.Module):
         """Multiply-accumulates per input pixel of one configuration (convs only)."""
         values = [int(v) for v in config]
         stream, inners = values[0], values[1:]
-        per_quarter = 9 * (12 * stream + stream * 12 + sum(2 * stream * inner for inner in inners))
+        per_quarter = 9 * ((12 + self.noise_map) * stream + stream * 12 + sum(2 * stream * inner for inner in inners))
         return per_quarter / 4.0
 
     def width_of(self, config: list[int] | torch.Tensor) -> float:

@@ -323,7 +323,7 @@ RECIPES: dict[str, Recipe] = {
     "ddsnet-super": Recipe(
         model="ddsnet-super",
         arch="ddsnet",
-        arch_args={"channels": 64, "blocks": 8},
+        arch_args={"channels": 64, "blocks": 8, "noise_map": True},
         train_dirs=["train/bsds400", "train/t91"],
         degrade=awgn((0.0, 55.0)),
         monitor={"sigma15": awgn((15.0, 15.0)), "sigma50": awgn((50.0, 50.0))},
@@ -336,6 +336,8 @@ RECIPES: dict[str, Recipe] = {
         notes=[
             "super network: space-to-depth, 8 residual blocks of 64 channels, every conv slimmable to a"
             " prefix of its channels (multiples of 8, at least 16)",
+            "a noise-level input channel (Haar-MAD estimate, FFDNet-style map): the blind super network's"
+            " narrow widths lost 2-9 dB at sigma 0-5, judging the noise level worst where it matters most",
             "sandwich rule: largest, smallest and two random per-layer configurations each step",
             "finish: progressive channel tailoring on held-out training crops at sigma 5-50 into"
             " sub-networks at 25/50/75% of the full MACs",
@@ -344,7 +346,7 @@ RECIPES: dict[str, Recipe] = {
     "ddsnet": Recipe(
         model="ddsnet",
         arch="ddsnet",
-        arch_args={"channels": 64, "blocks": 8},
+        arch_args={"channels": 64, "blocks": 8, "noise_map": True},
         train_dirs=["train/bsds400", "train/t91"],
         degrade=awgn((0.0, 55.0)),
         monitor={"sigma15": awgn((15.0, 15.0)), "sigma50": awgn((50.0, 50.0))},
