@@ -115,6 +115,28 @@ def panet_card(name: str, task: str, summary: str, **tiling: Any) -> ModelCard:
     return ModelCard(name, task, "panet", summary, PANET_PAPER, **tiling)
 
 
+EDSR_PAPER = "Lim et al., Enhanced Deep Residual Networks for Single Image Super-Resolution, CVPRW 2017"
+
+
+def edsr_card(scale: int, attention: bool, memory_per_pixel: int) -> ModelCard:
+    """PA-EDSR (EDSR-baseline trunk with one pyramid attention block) or its twin without the
+    attention. Tiles are in LR pixels; PA-EDSR's attention runs on tiles of at most 48 LR
+    pixels, the paper's LR training patch, since its memory is quadratic in the tile area."""
+    if attention:
+        name, what, paper = (
+            f"pa-edsr-x{scale}",
+            "EDSR-baseline trunk with pyramid attention",
+            f"{PANET_PAPER}; {EDSR_PAPER}",
+        )
+    else:
+        name, what, paper = f"edsr-x{scale}", "EDSR-baseline trunk, no attention (pa-edsr's twin)", EDSR_PAPER
+    summary = f"x{scale} super-resolution, {what}"
+    tiling = {"max_tile": 48} if attention else {}
+    return ModelCard(
+        name, "sr", "pa-edsr", summary, paper, scale=scale, overlap=16, memory_per_pixel=memory_per_pixel, **tiling
+    )
+
+
 CARDS: dict[str, ModelCard] = {
     card.name: card
     for card in [
@@ -135,6 +157,8 @@ CARDS: dict[str, ModelCard] = {
         drn_card("drn-x2", 2, "dual regression (narrow DRN-S)", memory_per_pixel=4000),
         drn_card("drn-x4", 4, "dual regression (narrow DRN-S)", memory_per_pixel=12000),  # measured 11.6 kB
         drn_card("drn-light-x4", 4, "drn-x4 pruned (DRC) and distilled", 12000, paper=f"{DRN_PAPER}; {DRC_PAPER}"),
+        edsr_card(2, attention=True, memory_per_pixel=4000),  # max_tile rules: 2000^2 LR peaked at 1.19 GB
+        edsr_card(2, attention=False, memory_per_pixel=2500),  # peak RSS 0.44 / 0.93 GB at 256^2 / 512^2 LR
         panet_card(
             "panet-demosaic",
             "demosaic",

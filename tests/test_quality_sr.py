@@ -24,6 +24,8 @@ COMMITTED = {
     "drn-x2": 41.04,  # weights/drn-x2.safetensors (7000 steps), 2026-11-27; bicubic 35.61
     "drn-x4": 34.90,  # weights/drn-x4.safetensors (15000 steps), 2026-11-27; bicubic 29.71
     "drn-light-x4": 34.72,  # weights/drn-light-x4.safetensors (DRC, 2000 + 1500 fine-tuning steps), 2026-11-27
+    "edsr-x2": 40.63,  # weights/edsr-x2.safetensors (2000 steps), 2026-11-27
+    "pa-edsr-x2": 40.62,  # weights/pa-edsr-x2.safetensors (2000 steps), 2026-11-27; attention on 48-px LR tiles
 }
 MARGIN_OVER_BICUBIC = {2: 4.0, 4: 2.0}
 
