@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 
 from denoise_cli import registry, weights
 from denoise_cli.training.data import split_holdout
@@ -309,7 +310,7 @@ def test_an_x4_network_starts_from_its_x2_sibling_where_the_tensors_fit(tmp_path
     Trainer(edsr(2, 2), tmp_path / "x2", data_root).run()
     x4 = Trainer(edsr(4, 2), tmp_path / "x4", data_root)
     x4.init_from(tmp_path / "x2" / "edsr-x2.safetensors", matching_only=True)
-    x2_state = weights._read_state(tmp_path / "x2" / "edsr-x2.safetensors")
+    x2_state = load_file(str(tmp_path / "x2" / "edsr-x2.safetensors"))
     x4_state = x4.model.state_dict()
     assert x4.step == 0 and x4.parent["steps"] == 2
     assert sorted(x4.parent["started_afresh"]) == ["upsample.2.bias", "upsample.2.weight"]  # the second x2 stage
