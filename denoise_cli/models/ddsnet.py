@@ -187,7 +187,8 @@ class DDSNet(nn.Module):
         """Multiply-accumulates per input pixel of one configuration (convs only)."""
         values = [int(v) for v in config]
         stream, inners = values[0], values[1:]
-        per_quarter = 9 * ((12 + self.noise_map) * stream + stream * 12 + sum(2 * stream * inner for inner in inners))
+        head, tail = self.head.in_channels, self.tail.out_channels  # 12 packed RGB values (+1: the noise map)
+        per_quarter = 9 * (head * stream + stream * tail + sum(2 * stream * inner for inner in inners))
         return per_quarter / 4.0
 
     def width_of(self, config: list[int] | torch.Tensor) -> float:
