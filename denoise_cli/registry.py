@@ -159,6 +159,8 @@ CARDS: dict[str, ModelCard] = {
         drn_card("drn-light-x4", 4, "drn-x4 pruned (DRC) and distilled", 12000, paper=f"{DRN_PAPER}; {DRC_PAPER}"),
         edsr_card(2, attention=True, memory_per_pixel=4000),  # max_tile rules: 2000^2 LR peaked at 1.19 GB
         edsr_card(2, attention=False, memory_per_pixel=2500),  # peak RSS 0.44 / 0.93 GB at 256^2 / 512^2 LR
+        edsr_card(4, attention=True, memory_per_pixel=8000),
+        edsr_card(4, attention=False, memory_per_pixel=6000),
         panet_card(
             "panet-demosaic",
             "demosaic",
@@ -176,6 +178,15 @@ CARDS: dict[str, ModelCard] = {
             tile_multiple=2,
             max_tile=64,
             memory_per_pixel=45_000,  # at most one max_tile tile at a time: the process peaked at 0.34 GB
+        ),
+        panet_card(
+            "panet-denoise",
+            "denoise",
+            "blind colour Gaussian denoising (sigma 0-55), pyramid attention",
+            overlap=16,
+            tile_multiple=2,
+            max_tile=64,  # panet-deblock's network and tiles
+            memory_per_pixel=45_000,
         ),
     ]
 }

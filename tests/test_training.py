@@ -319,5 +319,9 @@ def test_an_x4_network_starts_from_its_x2_sibling_where_the_tensors_fit(tmp_path
     x4.run()
     card = json.loads((tmp_path / "x4" / "edsr-x4.json").read_text())
     assert card["arch_args"]["scale"] == 4 and card["parent"]["name"] == "edsr-x2"
+    # trained further from its exported weights (a warm restart), it keeps its lineage
+    longer = Trainer(edsr(4, 3), tmp_path / "x4-longer", data_root)
+    longer.init_from(tmp_path / "x4" / "edsr-x4.safetensors")
+    assert longer.step == 2 and longer.parent == card["parent"]
     with pytest.raises(weights.WeightsError, match="no tensor fits"):
         weights.load_matching(torch.nn.Linear(2, 2), tmp_path / "x2" / "edsr-x2.safetensors")

@@ -182,6 +182,7 @@ class Trainer:
         if continue_schedule and card.get("name") == self.recipe.model:
             self.step = self.restart = int(card.get("steps", 0))
             self.seconds = float(card.get("train_seconds", 0))
+            self.parent = card.get("parent")  # the same lineage, trained further
         else:
             self.parent = {k: card.get(k) for k in ("name", "steps", "train_seconds", "parent") if card.get(k)}
             if fresh:
