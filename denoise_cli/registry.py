@@ -159,8 +159,8 @@ CARDS: dict[str, ModelCard] = {
         drn_card("drn-light-x4", 4, "drn-x4 pruned (DRC) and distilled", 12000, paper=f"{DRN_PAPER}; {DRC_PAPER}"),
         edsr_card(2, attention=True, memory_per_pixel=4000),  # max_tile rules: 2000^2 LR peaked at 1.19 GB
         edsr_card(2, attention=False, memory_per_pixel=2500),  # peak RSS 0.44 / 0.93 GB at 256^2 / 512^2 LR
-        edsr_card(4, attention=True, memory_per_pixel=8000),
-        edsr_card(4, attention=False, memory_per_pixel=6000),
+        edsr_card(4, attention=True, memory_per_pixel=8000),  # max_tile rules: 512^2 LR peaked at 0.63 GB
+        edsr_card(4, attention=False, memory_per_pixel=9000),  # peak RSS 0.83 / 2.50 GB at 256^2 / 512^2 LR
         panet_card(
             "panet-demosaic",
             "demosaic",
