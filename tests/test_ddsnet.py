@@ -204,3 +204,30 @@ def test_noise_map_comes_from_the_whole_image_so_every_tile_gets_the_same() -> N
         in_clean_image = net(tile)
     assert not torch.allclose(in_noisy_image, in_clean_image, atol=1e-4)
     assert torch.allclose(in_clean_image, alone, atol=1e-5)
+
+
+def test_in_place_distillation_teaches_narrow_widths_the_largest_output() -> None:
+    from denoise_cli.training.objectives import pixel_loss, sandwich_configs, sandwich_distill
+
+    torch.manual_seed(0)
+    net = DDSNet(channels=16, blocks=2)
+    noisy, clean = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    l1 = pixel_loss("l1")
+
+    def gradients(loss: torch.Tensor) -> list[torch.Tensor]:
+        net.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    got = sandwich_distill(net, None, noisy, clean, l1, torch.Generator().manual_seed(3))
+    got_grads = gradients(got)
+    # the reference: only the largest sees the clean target; the narrow widths chase its
+    # output, which is a constant for them (no gradient pulls the largest towards them)
+    largest, *narrower = sandwich_configs(net, torch.Generator().manual_seed(3))
+    full = net(noisy, config=largest)
+    want = (l1(full, clean) + sum(l1(net(noisy, config=c), full.detach()) for c in narrower)) / 4
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got_grads, gradients(want), strict=True))
+    full = net(noisy, config=largest)
+    undetached = (l1(full, clean) + sum(l1(net(noisy, config=c), full) for c in narrower)) / 4
+    assert not all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got_grads, gradients(undetached), strict=True))

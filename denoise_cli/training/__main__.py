@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         "--loss", choices=["l1", "l2", "charbonnier", "log-mse"], default=None, help="override the recipe's loss"
     )
     parser.add_argument("--warmup", type=int, default=None, help="override the recipe's warm-up steps")
+    parser.add_argument(
+        "--objective",
+        choices=["sandwich", "sandwich_distill"],
+        default=None,
+        help="override the recipe's objective (a slimmable network: with or without in-place distillation)",
+    )
     parser.add_argument("--patch", type=int, default=None, help="override the recipe's patch side (target pixels)")
     parser.add_argument("--batch", type=int, default=None, help="override the recipe's batch size")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or Path("runs") / args.recipe
     shape_from = None if args.init_matching else args.init  # another network's card must not set the shape
     recipe.arch_args = architecture_of(recipe.model, recipe.arch, recipe.arch_args, out_dir, shape_from)
-    for name in ("steps", "lr", "loss", "warmup", "patch", "batch"):
+    for name in ("steps", "lr", "loss", "warmup", "patch", "batch", "objective"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
     trainer = Trainer(recipe, out_dir, args.data, args.seed)

@@ -4,7 +4,8 @@
 network's output at every scale against the target resized to that scale, plus 0.1 times
 the dual networks' mapping of each output back down one 2x step (Guo et al., CVPR 2020);
 ``distill_dual_regression`` adds distillation from the full DRN when fine-tuning a pruned one (DRC).
-``sandwich`` trains a slimmable super network (DDS-Net stage 1); ``width_gate`` trains its
+``sandwich`` trains a slimmable super network (DDS-Net stage 1), ``sandwich_distill`` the same
+with in-place distillation; ``width_gate`` trains its
 gate to pick the cheapest sub-network that is as good as the largest (stage 3).
 ``variational`` is VDN's negative evidence lower bound (Yue et al., NeurIPS 2019).
 """
@@ -123,6 +124,12 @@ def random_config(model: nn.Module, generator: torch.Generator) -> list[int]:
     return [low + step * int(c) for c in counts]
 
 
+def sandwich_configs(model: nn.Module, generator: torch.Generator) -> list[list[int]]:
+    """The sandwich rule's configurations for one step: the largest, the smallest, two random."""
+    largest = [model.channels] * model.configs.shape[1]
+    return [largest, model.configs[0].tolist(), random_config(model, generator), random_config(model, generator)]
+
+
 def sandwich(
     model: nn.Module,
     companion: nn.Module | None,
@@ -133,9 +140,27 @@ def sandwich(
 ) -> torch.Tensor:
     """The sandwich rule (US-Nets, DS-Net): the largest, the smallest and two random
     per-layer configurations each step, so every prefix of every layer learns to work."""
-    largest = [model.channels] * model.configs.shape[1]
-    configs = [largest, model.configs[0].tolist(), random_config(model, generator), random_config(model, generator)]
+    configs = sandwich_configs(model, generator)
     return sum(loss(model(inputs, config=c).float(), target) for c in configs) / len(configs)
+
+
+def sandwich_distill(
+    model: nn.Module,
+    companion: nn.Module | None,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss: Loss,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The sandwich rule with in-place distillation (US-Nets): only the largest configuration
+    learns from the clean target; the narrower ones learn to match its (detached) output, an
+    easier target that pulls every width towards the full network's behaviour."""
+    largest, *narrower = sandwich_configs(model, generator)
+    full = model(inputs, config=largest).float()
+    taught = full.detach()
+    return (loss(full, target) + sum(loss(model(inputs, config=c).float(), taught) for c in narrower)) / (
+        1 + len(narrower)
+    )
 
 
 GATE_TOLERANCE_DB = 0.05
@@ -216,6 +241,7 @@ OBJECTIVES: dict[str, Objective] = {
     "dual_regression": dual_regression,
     "distill_dual_regression": distill_dual_regression,
     "sandwich": sandwich,
+    "sandwich_distill": sandwich_distill,
     "width_gate": width_gate,
     "variational": variational,
 }
