@@ -115,6 +115,15 @@ def panet_card(name: str, task: str, summary: str, **tiling: Any) -> ModelCard:
     return ModelCard(name, task, "panet", summary, PANET_PAPER, **tiling)
 
 
+PANET_RGB_TILING: dict[str, Any] = {
+    "overlap": 16,
+    "tile_multiple": 2,  # the body runs at half resolution (space-to-depth)
+    "max_tile": 64,
+    "memory_per_pixel": 45_000,  # at most one max_tile tile at a time: panet-deblock peaked at 0.34 GB
+}
+"""Tiles of the same-size RGB PANets (deblocking, denoising): one network shape, one tiling."""
+
+
 EDSR_PAPER = "Lim et al., Enhanced Deep Residual Networks for Single Image Super-Resolution, CVPRW 2017"
 
 
@@ -174,19 +183,13 @@ CARDS: dict[str, ModelCard] = {
             "panet-deblock",
             "deblock",
             "blind JPEG artefact removal (quality 10-60, colour or grey), pyramid attention",
-            overlap=16,
-            tile_multiple=2,
-            max_tile=64,
-            memory_per_pixel=45_000,  # at most one max_tile tile at a time: the process peaked at 0.34 GB
+            **PANET_RGB_TILING,
         ),
         panet_card(
             "panet-denoise",
             "denoise",
             "blind colour Gaussian denoising (sigma 0-55), pyramid attention",
-            overlap=16,
-            tile_multiple=2,
-            max_tile=64,  # panet-deblock's network and tiles
-            memory_per_pixel=45_000,
+            **PANET_RGB_TILING,
         ),
     ]
 }
