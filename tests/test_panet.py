@@ -110,6 +110,22 @@ def test_pa_edsr_upscales_exactly_and_its_twin_differs_only_by_the_attention(sca
     assert attention.query[0].out_channels == 16  # narrower than 32 features: no reduction
 
 
+def test_edsr_weights_load_into_pa_edsr_by_name_leaving_only_the_attention_fresh(tmp_path) -> None:
+    from denoise_cli.models.edsr import PAEDSR
+
+    torch.manual_seed(0)
+    edsr, pa_edsr = PAEDSR(2, features=16, blocks=4, attention=False), PAEDSR(2, features=16, blocks=4)
+    weights.save(edsr, tmp_path / "edsr.safetensors", {"name": "edsr"})
+    fresh = weights.load_matching(pa_edsr, tmp_path / "edsr.safetensors")
+    assert fresh and all(name.startswith("attention.") for name in fresh)
+    for name, tensor in edsr.state_dict().items():  # every trunk block lands where it was trained
+        assert torch.equal(pa_edsr.state_dict()[name], tensor)
+    with torch.no_grad():  # without its attention block, PA-EDSR is the EDSR it was loaded from
+        pa_edsr.attention = torch.nn.Identity()
+        x = torch.rand(1, 3, 8, 8)
+        assert torch.allclose(pa_edsr(x), edsr(x))
+
+
 def test_mosaic_skip_adds_malvar_demosaicking_of_the_packed_input() -> None:
     from denoise_cli.raw import demosaic_malvar, unpack
 

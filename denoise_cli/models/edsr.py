@@ -3,7 +3,9 @@ network: EDSR with one pyramid attention block in the middle of its residual tru
 
 Mean shift, head conv, ResBlocks (ReLU, residual scaling) with the attention block after
 the first half, conv, skip from the head, pixel-shuffle upsampler in 2x steps, tail conv.
-``attention=False`` gives the same trunk without it, for the ablation.
+``attention=False`` gives the same trunk without it, for the ablation. The attention block
+lives beside the trunk (``attention``), not inside it, so both twins name every trunk tensor
+alike and EDSR weights load into PA-EDSR by name (``--init-matching``).
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ class PAEDSR(nn.Module):
             raise ValueError(f"scale must be a power of two >= 2, not {scale}")
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         self.head = nn.Conv2d(3, features, 3, padding=1)
-        half = blocks // 2
-        trunk: list[nn.Module] = [ResBlock(features, res_scale, relu=True) for _ in range(half)]
-        if attention:  # the paper's SR block: reduction to 32 channels (256 / 8 there)
-            trunk.append(PyramidAttention(features, reduction=max(1, features // attention_channels)))
-        trunk += [ResBlock(features, res_scale, relu=True) for _ in range(blocks - half)]
+        self.attention_at = blocks // 2  # runs before this trunk index
+        self.attention = (  # the paper's SR block: reduction to 32 channels (256 / 8 there)
+            PyramidAttention(features, reduction=max(1, features // attention_channels)) if attention else None
+        )
+        trunk: list[nn.Module] = [ResBlock(features, res_scale, relu=True) for _ in range(blocks)]
         trunk.append(nn.Conv2d(features, features, 3, padding=1))
         self.trunk = nn.Sequential(*trunk)
         up: list[nn.Module] = []
@@ -48,4 +50,9 @@ class PAEDSR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         head = self.head(x - self.mean)
-        return self.tail(self.upsample(self.trunk(head) + head)) + self.mean
+        y = head
+        for index, layer in enumerate(self.trunk):
+            if index == self.attention_at and self.attention is not None:
+                y = self.attention(y)
+            y = layer(y)
+        return self.tail(self.upsample(y + head)) + self.mean
