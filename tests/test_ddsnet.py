@@ -231,3 +231,15 @@ def test_in_place_distillation_teaches_narrow_widths_the_largest_output() -> Non
     full = net(noisy, config=largest)
     undetached = (l1(full, clean) + sum(l1(net(noisy, config=c), full) for c in narrower)) / 4
     assert not all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got_grads, gradients(undetached), strict=True))
+
+
+def test_perfect_gate_takes_the_cheapest_sub_network_within_the_tolerance() -> None:
+    from denoise_cli.training.ddsnet import oracle_choice
+
+    scores = torch.tensor([[30.00, 30.02, 30.04], [28.0, 28.5, 29.0], [35.0, 35.0, 35.0]])
+    shares = [0.25, 0.5, 1.0]
+    share, lost = oracle_choice(scores, shares, tolerance=0.05)
+    assert share == pytest.approx((0.25 + 1.0 + 0.25) / 3)  # the second crop needs the full network
+    assert lost == pytest.approx(0.04 / 3, abs=1e-5)
+    share, lost = oracle_choice(scores, shares, tolerance=0.0)
+    assert share == pytest.approx((1.0 + 1.0 + 0.25) / 3) and lost == 0.0

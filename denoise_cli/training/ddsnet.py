@@ -84,18 +84,35 @@ def tailor_trainer(trainer: Any) -> None:
 
 
 @torch.no_grad()
-def subnetwork_psnr(model: nn.Module, clean: torch.Tensor, sigmas: tuple[float, ...]) -> dict[float, list[float]]:
-    """Mean PSNR of every sub-network (cheapest first) on ``clean`` crops at each noise level (fixed seeds)."""
+def subnetwork_scores(model: nn.Module, clean: torch.Tensor, sigmas: tuple[float, ...]) -> dict[float, torch.Tensor]:
+    """PSNR of every crop (rows) under every sub-network (columns, cheapest first) at each
+    noise level (fixed seeds)."""
     model.eval()
     table = {}
     for sigma in sigmas:
         noisy, _ = add_gaussian_noise(clean, (sigma, sigma), torch.Generator().manual_seed(int(sigma)))
-        table[sigma] = [
-            sum(psnr(model(n[None], config=c).float().clamp(0, 1), t[None]) for n, t in zip(noisy, clean, strict=True))
-            / len(clean)
-            for c in model.configs
-        ]
+        table[sigma] = torch.tensor(
+            [
+                [psnr(model(n[None], config=c).float().clamp(0, 1), t[None]) for c in model.configs]
+                for n, t in zip(noisy, clean, strict=True)
+            ]
+        )
     return table
+
+
+def subnetwork_psnr(model: nn.Module, clean: torch.Tensor, sigmas: tuple[float, ...]) -> dict[float, list[float]]:
+    """Mean PSNR of every sub-network (cheapest first) on ``clean`` crops at each noise level."""
+    return {sigma: scores.mean(dim=0).tolist() for sigma, scores in subnetwork_scores(model, clean, sigmas).items()}
+
+
+def oracle_choice(scores: torch.Tensor, shares: list[float], tolerance: float) -> tuple[float, float]:
+    """What a perfect gate would get from these per-crop scores (N, choices): each crop runs
+    the cheapest sub-network within ``tolerance`` dB of the largest. Returns the mean share
+    of the full MACs and the mean PSNR lost against always running the largest."""
+    good = scores >= scores[:, -1:] - tolerance
+    choice = good.float().argmax(dim=1)
+    picked = scores.gather(1, choice[:, None])[:, 0]
+    return float(torch.tensor(shares)[choice].mean()), float((scores[:, -1] - picked).mean())
 
 
 def main() -> None:
@@ -104,6 +121,7 @@ def main() -> None:
     from pathlib import Path
 
     from .. import registry, weights
+    from ..evaluate import MIXED_SIGMAS
     from .data import monitor_crops, training_split
     from .recipes import RECIPES, SHARED_DATA
 
@@ -117,8 +135,17 @@ def main() -> None:
     clean = monitor_crops(held)
     print("| sigma | " + " | ".join(f"{s:.2f} of the MACs" for s in model.shares()) + " |")
     print("|---" * (model.choices + 1) + "|")
-    for sigma, row in subnetwork_psnr(model, clean, (0.0, 5.0, 15.0, 25.0, 50.0)).items():
-        print(f"| {sigma:g} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    table = subnetwork_scores(model, clean, (0.0, 5.0, 15.0, 25.0, 50.0))
+    for sigma, scores in table.items():
+        print(f"| {sigma:g} | " + " | ".join(f"{v:.2f}" for v in scores.mean(dim=0).tolist()) + " |")
+    mixed = torch.cat([table[s] for s in MIXED_SIGMAS])
+    levels = "/".join(f"{s:g}" for s in MIXED_SIGMAS)
+    for tolerance in (0.05, 0.1, 0.2):
+        share, lost = oracle_choice(mixed, model.shares(), tolerance)
+        print(
+            f"perfect gate, cheapest within {tolerance:g} dB per crop, sigma {levels}:"
+            f" {share:.3f} of the MACs, {lost:.3f} dB below full width"
+        )
 
 
 if __name__ == "__main__":
