@@ -120,10 +120,11 @@ def test_edsr_weights_load_into_pa_edsr_by_name_leaving_only_the_attention_fresh
     assert fresh and all(name.startswith("attention.") for name in fresh)
     for name, tensor in edsr.state_dict().items():  # every trunk block lands where it was trained
         assert torch.equal(pa_edsr.state_dict()[name], tensor)
-    with torch.no_grad():  # without its attention block, PA-EDSR is the EDSR it was loaded from
-        pa_edsr.attention = torch.nn.Identity()
-        x = torch.rand(1, 3, 8, 8)
-        assert torch.allclose(pa_edsr(x), edsr(x))
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():  # its fresh attention block starts as the identity: the same network
+        assert torch.allclose(pa_edsr(x), edsr(x), atol=1e-6)
+    pa_edsr(x).square().mean().backward()  # and it can learn: the value embedding gets a gradient
+    assert pa_edsr.attention.value[0].weight.grad.abs().sum() > 0
 
 
 def test_mosaic_skip_adds_malvar_demosaicking_of_the_packed_input() -> None:

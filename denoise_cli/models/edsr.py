@@ -5,7 +5,8 @@ Mean shift, head conv, ResBlocks (ReLU, residual scaling) with the attention blo
 the first half, conv, skip from the head, pixel-shuffle upsampler in 2x steps, tail conv.
 ``attention=False`` gives the same trunk without it, for the ablation. The attention block
 lives beside the trunk (``attention``), not inside it, so both twins name every trunk tensor
-alike and EDSR weights load into PA-EDSR by name (``--init-matching``).
+alike and EDSR weights load into PA-EDSR by name (``--init-matching``); the block starts
+as the identity, so such a PA-EDSR begins as exactly the EDSR it came from.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ class PAEDSR(nn.Module):
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         self.head = nn.Conv2d(3, features, 3, padding=1)
         self.attention_at = blocks // 2  # runs before this trunk index
-        self.attention = (  # the paper's SR block: reduction to 32 channels (256 / 8 there)
-            PyramidAttention(features, reduction=max(1, features // attention_channels)) if attention else None
-        )
+        self.attention = None
+        if attention:  # the paper's SR block: reduction to 32 channels (256 / 8 there)
+            self.attention = PyramidAttention(features, reduction=max(1, features // attention_channels))
+            self.attention.start_as_identity()  # EDSR weights loaded around it keep working
         trunk: list[nn.Module] = [ResBlock(features, res_scale, relu=True) for _ in range(blocks)]
         trunk.append(nn.Conv2d(features, features, 3, padding=1))
         self.trunk = nn.Sequential(*trunk)

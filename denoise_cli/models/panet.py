@@ -51,6 +51,12 @@ class PyramidAttention(nn.Module):
         self.key = nn.Sequential(nn.Conv2d(channels, inner, 1), nn.PReLU())
         self.value = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.PReLU())
 
+    def start_as_identity(self) -> None:
+        """Zero the value embedding, so the block passes its input through unchanged until
+        training moves it: inserted into a trained trunk, it starts without disturbing it."""
+        nn.init.zeros_(self.value[0].weight)
+        nn.init.zeros_(self.value[0].bias)
+
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature map at every pyramid scale (bicubic, as the paper)."""
         return [

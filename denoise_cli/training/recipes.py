@@ -146,7 +146,11 @@ def edsr_recipe(scale: int, attention: bool, **schedule: Any) -> Recipe:
         monitor={f"x{scale}": bicubic_down(scale)},
         notes=[
             "EDSR-baseline trunk (16 x 64, the paper's 32 x 256 does not train on 2 CPU cores)"
-            + (", pyramid attention after block 8" if attention else ", no attention (the ablation twin)"),
+            + (
+                ", pyramid attention after block 8, starting as the identity (zero value embedding; since session 11)"
+                if attention
+                else ", no attention (the ablation twin)"
+            ),
         ],
         **{"patch": 64 * scale // 2, "batch": 16, "steps": 12000, "lr": 3e-4, **schedule},
     )
