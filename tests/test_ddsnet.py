@@ -243,3 +243,22 @@ def test_perfect_gate_takes_the_cheapest_sub_network_within_the_tolerance() -> N
     assert lost == pytest.approx(0.04 / 3, abs=1e-5)
     share, lost = oracle_choice(scores, shares, tolerance=0.0)
     assert share == pytest.approx((1.0 + 1.0 + 0.25) / 3) and lost == 0.0
+
+
+def test_log_mse_distillation_floors_the_distance_by_the_teachers_error() -> None:
+    from denoise_cli.training.objectives import log_mse, sandwich_configs, sandwich_distill
+
+    torch.manual_seed(0)
+    net = DDSNet(channels=16, blocks=2)
+    noisy, clean = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    got = sandwich_distill(net, None, noisy, clean, log_mse, torch.Generator().manual_seed(3))
+    largest, *narrower = sandwich_configs(net, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = net(noisy, config=largest)
+        teacher = ((full - clean) ** 2).flatten(1).mean(dim=1)
+        terms = [
+            torch.log(((net(noisy, config=c) - full) ** 2).flatten(1).mean(dim=1) + teacher).mean() for c in narrower
+        ]
+    assert got.item() == pytest.approx((log_mse(full, clean) + sum(terms)).item() / 4, rel=1e-5)
+    # a narrow width that already equals the teacher costs the teacher's ln(MSE), not ln(0)
+    assert min(t.item() for t in terms) >= torch.log(teacher).mean().item() - 1e-6
