@@ -71,16 +71,21 @@ def tailor(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor, targets: 
     return [found[t] for t in sorted(found)]
 
 
+def tailor_configs(net: nn.Module, crops: torch.Tensor) -> None:
+    """Replace ``net.configs`` with sub-networks tailored on the 64 px centres of ``crops``
+    (held-out training crops; the centres keep the search to minutes), plus the full one."""
+    noisy, clean = tailoring_batch(crops[..., 32:96, 32:96])
+    configs = tailor(net, noisy, clean, MAC_SHARES)
+    configs.append([net.channels] * net.configs.shape[1])
+    net.configs.copy_(torch.tensor(configs, dtype=torch.int64))
+
+
 def tailor_trainer(trainer: Any) -> None:
     """The recipe's finish step: tailor the EMA and raw weights' configurations in place."""
     if trainer.monitor_clean is None:
         raise ValueError("channel tailoring needs held-out crops (recipe.holdout > 0)")
-    crops = trainer.monitor_clean[..., 32:96, 32:96]  # 64 px centres keep the search to minutes
-    noisy, clean = tailoring_batch(crops)
     for net in (trainer.ema, trainer.model):
-        configs = tailor(net, noisy, clean, MAC_SHARES)
-        configs.append([net.channels] * net.configs.shape[1])
-        net.configs.copy_(torch.tensor(configs, dtype=torch.int64))
+        tailor_configs(net, trainer.monitor_clean)
 
 
 @torch.no_grad()
@@ -127,12 +132,26 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("weights", type=Path)
+    parser.add_argument(
+        "--retailor",
+        type=Path,
+        metavar="OUT",
+        help="first run stage 2 again (e.g. after a fine-tune) and save the re-tailored weights to OUT",
+    )
     args = parser.parse_args()
     recipe = RECIPES["ddsnet-super"]
     model = registry.build(recipe.arch, **weights.read_card(args.weights).get("arch_args", recipe.arch_args))
     weights.load_into(model, args.weights)
     _, held = training_split(SHARED_DATA, recipe.train_dirs, recipe.holdout)
     clean = monitor_crops(held)
+    if args.retailor:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        before = [round(share, 2) for share in model.shares()]
+        tailor_configs(model, clean)
+        card = weights.read_card(args.weights)
+        note = f"stage 2 re-run on these weights: sub-networks at {before} -> {[round(x, 2) for x in model.shares()]}"
+        card["history"] = [*card.get("history", []), note]
+        weights.save(model, args.retailor, card, torch.float32)
     print("| sigma | " + " | ".join(f"{s:.2f} of the MACs" for s in model.shares()) + " |")
     print("|---" * (model.choices + 1) + "|")
     table = subnetwork_scores(model, clean, (0.0, 5.0, 15.0, 25.0, 50.0))

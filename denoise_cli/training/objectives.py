@@ -180,8 +180,10 @@ def sandwich_distill(
     return (loss(full, target) + sum(distill(model(inputs, config=c).float()) for c in narrower)) / (1 + len(narrower))
 
 
-GATE_TOLERANCE_DB = 0.05
-"""A sub-network is good enough for an image when it is at most this far below the largest."""
+GATE_TOLERANCE_DB = 0.2
+"""A sub-network is good enough for an image when it is at most this far below the largest.
+On held-out training crops (sigma 5/15/25/50) a perfect gate with 0.05 dB would save 5% of
+the MACs; with 0.2 dB it saves 19% and loses 0.07 dB on average, inside the 0.1 dB budget."""
 
 
 def easy_or_hard_labels(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -363,7 +363,7 @@ RECIPES: dict[str, Recipe] = {
         warmup=100,
         notes=[
             "stage 3: only the gate trains (start from the tailored super network with --init);"
-            " its label per patch is the cheapest sub-network within 0.05 dB of the largest,"
+            " its label per patch is the cheapest sub-network within 0.2 dB of the largest,"
             " measured online on that patch",
         ],
     ),
