@@ -197,6 +197,15 @@ def test_ddsnet_stages_tailor_widths_then_train_only_the_gate(tmp_path: Path, da
     assert int(configs.min()) >= 8 and shares[0] < 1.0
     exported = tmp_path / "super" / "ddsnet-super.safetensors"
 
+    again = Trainer(tiny_ddsnet_recipe("ddsnet-super", 2), tmp_path / "again", data_root)
+    again.init_from(exported, continue_schedule=False)  # a fine-tune of the tailored network
+    own = configs.clone()
+    own[1:3] = configs[0]  # a choice tailoring would not make again
+    for net in (again.model, again.ema):
+        net.configs.copy_(own)
+    again.run()
+    assert torch.equal(again.model.configs, own) and torch.equal(again.ema.configs, own)  # stage 2 ran once
+
     gate = Trainer(tiny_ddsnet_recipe("ddsnet", 2), tmp_path / "gate", data_root)
     gate.init_from(exported)
     assert gate.step == 0 and torch.equal(gate.model.configs, configs)  # a new schedule, the tailored widths

@@ -114,12 +114,16 @@ class DDSNet(nn.Module):
         self.head = SlimConv2d(12 + int(noise_map), channels, 3, padding=1)
         self.body = nn.ModuleList(SlimResBlock(channels) for _ in range(blocks))
         self.tail = SlimConv2d(channels, 12, 3, padding=1)
-        rows = [[_round_width(channels * w)] * (blocks + 1) for w in WIDTHS]
-        self.register_buffer("configs", torch.tensor(rows, dtype=torch.int64))
+        self.register_buffer("configs", self.uniform_configs())
         self.gate = WidthGate(len(WIDTHS), gate_hidden)
         self.active: int | None = None
         self.forced: int | None = None
         self.level: torch.Tensor | None = None  # the image's noise level, set by decide()
+
+    def uniform_configs(self) -> torch.Tensor:
+        """The untailored sub-networks: every layer at each of WIDTHS."""
+        rows = [[_round_width(self.channels * w)] * (self.blocks + 1) for w in WIDTHS]
+        return torch.tensor(rows, dtype=torch.int64)
 
     @property
     def choices(self) -> int:

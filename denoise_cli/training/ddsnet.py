@@ -81,7 +81,16 @@ def tailor_configs(net: nn.Module, crops: torch.Tensor) -> None:
 
 
 def tailor_trainer(trainer: Any) -> None:
-    """The recipe's finish step: tailor the EMA and raw weights' configurations in place."""
+    """The recipe's finish step: tailor the EMA and raw weights' configurations in place.
+
+    Stage 2 runs once: a fine-tuned super network keeps the configurations it was tailored
+    to, since the sandwich rule has since trained its smallest one as such (re-tailoring
+    after a log-MSE fine-tune cost the narrow sub-networks 0.2-0.5 dB; ``--retailor`` of
+    ``python -m denoise_cli.training.ddsnet`` still does it on request).
+    """
+    if not torch.equal(trainer.model.configs.cpu(), trainer.model.uniform_configs()):
+        log.info("sub-networks already tailored (%s of the MACs): kept", [round(s, 2) for s in trainer.model.shares()])
+        return
     if trainer.monitor_clean is None:
         raise ValueError("channel tailoring needs held-out crops (recipe.holdout > 0)")
     for net in (trainer.ema, trainer.model):
