@@ -262,3 +262,16 @@ def test_log_mse_distillation_floors_the_distance_by_the_teachers_error() -> Non
     assert got.item() == pytest.approx((log_mse(full, clean) + sum(terms)).item() / 4, rel=1e-5)
     # a narrow width that already equals the teacher costs the teacher's ln(MSE), not ln(0)
     assert min(t.item() for t in terms) >= torch.log(teacher).mean().item() - 1e-6
+
+
+def test_tailored_objective_trains_every_tailored_sub_network_equally() -> None:
+    from denoise_cli.training.objectives import pixel_loss, tailored
+
+    torch.manual_seed(0)
+    net = DDSNet(channels=16, blocks=2)
+    net.configs.copy_(torch.tensor([[8, 8, 16], [16, 8, 8], [16, 16, 8], [16, 16, 16]]))
+    noisy, clean = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    l1 = pixel_loss("l1")
+    got = tailored(net, None, noisy, clean, l1, torch.Generator())
+    want = sum(l1(net(noisy, config=c.tolist()), clean) for c in net.configs) / 4
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)

@@ -41,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="override the recipe's warm-up steps")
     parser.add_argument(
         "--objective",
-        choices=["sandwich", "sandwich_distill"],
+        choices=["sandwich", "sandwich_distill", "tailored"],
         default=None,
-        help="override the recipe's objective (a slimmable network: with or without in-place distillation)",
+        help="override the recipe's objective (a slimmable network: the sandwich rule with or without in-place"
+        " distillation, or its tailored sub-networks)",
     )
     parser.add_argument("--patch", type=int, default=None, help="override the recipe's patch side (target pixels)")
     parser.add_argument("--batch", type=int, default=None, help="override the recipe's batch size")

@@ -147,6 +147,20 @@ def sandwich(
     return sum(loss(model(inputs, config=c).float(), target) for c in configs) / len(configs)
 
 
+def tailored(
+    model: nn.Module,
+    companion: nn.Module | None,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss: Loss,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """After stage 2: every tailored sub-network (``model.configs``, the full one included)
+    each step. The sandwich rule trains the smallest and the full configuration exactly but
+    the middle ones only as far as random configurations come near them."""
+    return sum(loss(model(inputs, config=c).float(), target) for c in model.configs) / len(model.configs)
+
+
 def sandwich_distill(
     model: nn.Module,
     companion: nn.Module | None,
@@ -261,6 +275,7 @@ OBJECTIVES: dict[str, Objective] = {
     "distill_dual_regression": distill_dual_regression,
     "sandwich": sandwich,
     "sandwich_distill": sandwich_distill,
+    "tailored": tailored,
     "width_gate": width_gate,
     "variational": variational,
 }
