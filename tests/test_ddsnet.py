@@ -61,6 +61,30 @@ def test_the_gate_picks_per_image_and_a_forced_choice_wins() -> None:
         net.use(net.choices)
 
 
+def test_gate_takes_the_cheapest_width_likely_good_enough_not_the_most_likely_label() -> None:
+    from denoise_cli.models.ddsnet import pick_width
+
+    # labels: the cheapest good sub-network; P(width 1 is good) = 0.30 + 0.25 >= 0.5
+    assert pick_width(torch.tensor([[0.30, 0.25, 0.0, 0.45]]).log()) == 1
+    assert pick_width(torch.tensor([[0.05, 0.10, 0.30, 0.55]]).log()) == 3
+    net = DDSNet(channels=16, blocks=2).eval()
+    with torch.no_grad():
+        net.gate.classify.weight.zero_()
+        net.gate.classify.bias.copy_(torch.tensor([0.30, 0.25, 0.0, 0.45]).log())
+    net.decide(torch.rand(1, 3, 32, 32))
+    assert net.active == 1
+
+
+def test_gate_of_a_noise_map_network_sees_the_noise_level() -> None:
+    torch.manual_seed(0)
+    net = DDSNet(channels=16, blocks=2, noise_map=True).eval()
+    image = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        light, heavy = net.gate(image, torch.tensor([5 / 255])), net.gate(image, torch.tensor([50 / 255]))
+        assert not torch.allclose(light, heavy)
+        assert torch.equal(net.gate(image), net.gate(image, noise_sigma(image)))  # estimated when not given
+
+
 def test_gate_costs_under_a_percent_of_the_smallest_sub_network() -> None:
     net = DDSNet().eval()
     gate = count_macs(net.gate, 256, 256) / (256 * 256)

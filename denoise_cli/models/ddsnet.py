@@ -65,14 +65,15 @@ class WidthGate(nn.Module):
     """Scores the sub-networks for one image from an 8x down-sampled copy (negligible MACs).
 
     Its input is the down-sampled image plus the mean absolute detail lost by down-sampling,
-    a cheap stand-in for the noise level that decides how much network an image needs.
+    a cheap stand-in for the noise level that decides how much network an image needs, and
+    (``level_input``) the estimated noise level itself as a constant channel.
     """
 
-    def __init__(self, choices: int, hidden: int = 16, pool: int = 8) -> None:
+    def __init__(self, choices: int, hidden: int = 16, pool: int = 8, level_input: bool = False) -> None:
         super().__init__()
-        self.pool = pool
+        self.pool, self.level_input = pool, level_input
         self.features = nn.Sequential(
-            nn.Conv2d(4, hidden, 3, padding=1),
+            nn.Conv2d(4 + int(level_input), hidden, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 3, padding=1, stride=2),
             nn.ReLU(inplace=True),
@@ -81,14 +82,18 @@ class WidthGate(nn.Module):
         )
         self.classify = nn.Linear(2 * hidden, choices)  # pooled mean and spread of the features
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         pool = max(1, min(self.pool, *image.shape[-2:]))
         small = F.avg_pool2d(image, pool, ceil_mode=True)
         detail = (
             image - F.interpolate(small, scale_factor=pool, mode="nearest")[..., : image.shape[-2], : image.shape[-1]]
         )
         energy = F.avg_pool2d(detail.abs().mean(dim=1, keepdim=True), pool, ceil_mode=True)
-        feats = self.features(torch.cat([small, energy], dim=1))
+        channels = [small, energy]
+        if self.level_input:
+            level = noise_sigma(image) if level is None else level
+            channels.append((level.to(small.dtype) / NOISE_MAP_UNIT).view(-1, 1, 1, 1).expand_as(energy))
+        feats = self.features(torch.cat(channels, dim=1))
         return self.classify(torch.cat([feats.mean(dim=(2, 3)), feats.std(dim=(2, 3), correction=0)], dim=1))
 
 
@@ -115,7 +120,7 @@ class DDSNet(nn.Module):
         self.body = nn.ModuleList(SlimResBlock(channels) for _ in range(blocks))
         self.tail = SlimConv2d(channels, 12, 3, padding=1)
         self.register_buffer("configs", self.uniform_configs())
-        self.gate = WidthGate(len(WIDTHS), gate_hidden)
+        self.gate = WidthGate(len(WIDTHS), gate_hidden, level_input=noise_map)
         self.active: int | None = None
         self.forced: int | None = None
         self.level: torch.Tensor | None = None  # the image's noise level, set by decide()
@@ -144,8 +149,10 @@ class DDSNet(nn.Module):
         h, w = image.shape[-2:]
         top, left = max(0, (h - self.gate_side) // 2), max(0, (w - self.gate_side) // 2)
         crop = image[..., top : top + self.gate_side, left : left + self.gate_side]
+        if self.noise_map:
+            self.level = noise_sigma(crop)
         if self.forced is None:
-            self.active = int(self.gate(crop.float()).argmax(dim=1)[0])
+            self.active = pick_width(self.gate(crop.float(), self.level))
         config = self.configs[self.active]
         pixels = image.shape[-2] * image.shape[-1]
         full = [self.channels] * (self.blocks + 1)
@@ -154,8 +161,7 @@ class DDSNet(nn.Module):
             "macs": round(self.macs_per_pixel(config) * pixels),
             "macs_full": round(self.macs_per_pixel(full) * pixels),
         }
-        if self.noise_map:
-            self.level = noise_sigma(crop)
+        if self.level is not None:
             facts["noise_sigma"] = round(float(self.level[0]) * 255, 2)
         return facts
 
@@ -199,6 +205,16 @@ class DDSNet(nn.Module):
         """A configuration's size as a fraction of the full network's MACs."""
         full = [self.channels] * (self.blocks + 1)
         return self.macs_per_pixel(config) / self.macs_per_pixel(full)
+
+
+def pick_width(logits: torch.Tensor) -> int:
+    """The gate's choice for one image: the cheapest sub-network that is at least as likely
+    good enough as not. The gate learns, per image, which sub-network is the cheapest good
+    one; the chance that sub-network k is good enough is then the probability of a label up
+    to k. (The most likely label, an argmax, chose full width whenever the labels were split
+    between the two widest.)"""
+    probs = torch.softmax(logits.float(), dim=1)[0]
+    return int((probs.cumsum(0) >= 0.5).float().argmax())
 
 
 def _round_width(value: float) -> int:
