@@ -159,6 +159,16 @@ CARDS: dict[str, ModelCard] = {
             tile_multiple=16,
             memory_per_pixel=1000,  # measured peak RSS growth: 907 B/px at 512^2, 685 B/px at 1024^2
         ),
+        ModelCard(
+            name="ddsnet",
+            task="denoise",
+            arch="ddsnet",
+            summary="blind colour Gaussian denoising (sigma 0-55), dynamic slimmable: a gate picks the width per image",
+            paper="Jiang et al., Dynamic Slimmable Denoising Network, IEEE TIP 2023",
+            overlap=48,  # 18 convs at half resolution: 36 px each way
+            tile_multiple=2,
+            memory_per_pixel=600,  # peak RSS above the 0.23 GB import: 152 / 294 MB at 512^2 / 1024^2 (--tile 0)
+        ),
         vdn_card("vdn-hyper", "VDN with HyperConv kernels", f"{VDN_PAPER}; {HYPER_PAPER}"),
         vdn_card("vdn-plain", "VDN with plain convs (vdn-hyper's twin)", VDN_PAPER),
         isp_card("hyperisp", "HyperConv kernels from an MLP"),

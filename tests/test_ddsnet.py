@@ -65,12 +65,13 @@ def test_gate_takes_the_cheapest_width_likely_good_enough_not_the_most_likely_la
     from denoise_cli.models.ddsnet import pick_width
 
     # labels: the cheapest good sub-network; P(width 1 is good) = 0.30 + 0.25 >= 0.5
-    assert pick_width(torch.tensor([[0.30, 0.25, 0.0, 0.45]]).log()) == 1
-    assert pick_width(torch.tensor([[0.05, 0.10, 0.30, 0.55]]).log()) == 3
+    assert pick_width(torch.tensor([[0.30, 0.25, 0.0, 0.45]]).log(), confidence=0.5) == 1
+    assert pick_width(torch.tensor([[0.05, 0.10, 0.30, 0.55]]).log(), confidence=0.5) == 3
+    assert pick_width(torch.tensor([[0.05, 0.10, 0.30, 0.55]]).log(), confidence=0.1) == 1
     net = DDSNet(channels=16, blocks=2).eval()
     with torch.no_grad():
         net.gate.classify.weight.zero_()
-        net.gate.classify.bias.copy_(torch.tensor([0.30, 0.25, 0.0, 0.45]).log())
+        net.gate.classify.bias.copy_(torch.tensor([0.10, 0.45, 0.0, 0.45]).log())
     net.decide(torch.rand(1, 3, 32, 32))
     assert net.active == 1
 
