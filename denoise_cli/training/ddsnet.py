@@ -18,6 +18,7 @@ from torch import nn
 from ..metrics import psnr
 from ..models.ddsnet import CHANNEL_STEP
 from .degrade import add_gaussian_noise
+from .objectives import cheapest_good
 
 log = logging.getLogger("denoise.train")
 
@@ -123,8 +124,7 @@ def oracle_choice(scores: torch.Tensor, shares: list[float], tolerance: float) -
     """What a perfect gate would get from these per-crop scores (N, choices): each crop runs
     the cheapest sub-network within ``tolerance`` dB of the largest. Returns the mean share
     of the full MACs and the mean PSNR lost against always running the largest."""
-    good = scores >= scores[:, -1:] - tolerance
-    choice = good.float().argmax(dim=1)
+    choice = cheapest_good(scores, tolerance)
     picked = scores.gather(1, choice[:, None])[:, 0]
     return float(torch.tensor(shares)[choice].mean()), float((scores[:, -1] - picked).mean())
 
@@ -149,7 +149,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     recipe = RECIPES["ddsnet-super"]
-    model = registry.build(recipe.arch, **weights.read_card(args.weights).get("arch_args", recipe.arch_args))
+    card = weights.read_card(args.weights)
+    model = registry.build(recipe.arch, **card.get("arch_args", recipe.arch_args))
     weights.load_into(model, args.weights)
     _, held = training_split(SHARED_DATA, recipe.train_dirs, recipe.holdout)
     clean = monitor_crops(held)
@@ -157,7 +158,6 @@ def main() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         before = [round(share, 2) for share in model.shares()]
         tailor_configs(model, clean)
-        card = weights.read_card(args.weights)
         note = f"stage 2 re-run on these weights: sub-networks at {before} -> {[round(x, 2) for x in model.shares()]}"
         card["history"] = [*card.get("history", []), note]
         weights.save(model, args.retailor, card, torch.float32)

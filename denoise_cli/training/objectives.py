@@ -13,7 +13,7 @@ gate to pick the cheapest sub-network that is as good as the largest (stage 3).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -143,8 +143,7 @@ def sandwich(
 ) -> torch.Tensor:
     """The sandwich rule (US-Nets, DS-Net): the largest, the smallest and two random
     per-layer configurations each step, so every prefix of every layer learns to work."""
-    configs = sandwich_configs(model, generator)
-    return sum(loss(model(inputs, config=c).float(), target) for c in configs) / len(configs)
+    return _mean_loss(model, sandwich_configs(model, generator), inputs, target, loss)
 
 
 def tailored(
@@ -158,7 +157,18 @@ def tailored(
     """After stage 2: every tailored sub-network (``model.configs``, the full one included)
     each step. The sandwich rule trains the smallest and the full configuration exactly but
     the middle ones only as far as random configurations come near them."""
-    return sum(loss(model(inputs, config=c).float(), target) for c in model.configs) / len(model.configs)
+    return _mean_loss(model, model.configs, inputs, target, loss)
+
+
+def _mean_loss(
+    model: nn.Module,
+    configs: Sequence[list[int]] | torch.Tensor,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    loss: Loss,
+) -> torch.Tensor:
+    """The loss averaged over running ``model`` at each of ``configs``."""
+    return sum(loss(model(inputs, config=c).float(), target) for c in configs) / len(configs)
 
 
 def sandwich_distill(
@@ -201,17 +211,21 @@ On held-out training crops (sigma 5/15/25/50) a perfect gate with 0.05 dB would 
 the MACs; with 0.2 dB it saves 19% and loses 0.07 dB on average, inside the 0.1 dB budget."""
 
 
+def cheapest_good(scores: torch.Tensor, tolerance: float = GATE_TOLERANCE_DB) -> torch.Tensor:
+    """Per row of PSNRs (N, choices; cheapest first, the largest last), the index of the
+    cheapest choice at most ``tolerance`` dB below the largest."""
+    good = scores >= scores[:, -1:] - tolerance
+    return good.float().argmax(dim=1)  # the first good one
+
+
 def easy_or_hard_labels(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per image, the cheapest configuration within GATE_TOLERANCE_DB of the largest (online labels)."""
     with torch.no_grad():
         scores = []
         for config in model.configs:
             out = model(inputs, config=config).float().clamp(0, 1)
-            mse = ((out - target) ** 2).flatten(1).mean(dim=1).clamp_min(1e-12)
-            scores.append(-10.0 * torch.log10(mse))
-        psnr = torch.stack(scores, dim=1)  # (N, choices), cheapest first
-        good = psnr >= psnr[:, -1:] - GATE_TOLERANCE_DB
-        return good.float().argmax(dim=1)  # the first good one
+            scores.append(-10.0 * torch.log10(_image_mse(out, target).clamp_min(1e-12)))
+        return cheapest_good(torch.stack(scores, dim=1))
 
 
 def width_gate(
