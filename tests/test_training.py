@@ -334,3 +334,29 @@ def test_an_x4_network_starts_from_its_x2_sibling_where_the_tensors_fit(tmp_path
     assert longer.step == 2 and longer.parent == card["parent"]
     with pytest.raises(weights.WeightsError, match="no tensor fits"):
         weights.load_matching(torch.nn.Linear(2, 2), tmp_path / "x2" / "edsr-x2.safetensors")
+
+
+def test_fresh_tensors_learn_at_their_own_rate_and_keep_it_on_resume(tmp_path: Path, data_root: Path) -> None:
+    tiny = {"scale": 2, "features": 8, "blocks": 2}
+    common = {"train_dirs": ["train/synthetic"], "patch": 32, "batch": 2, "steps": 4, "warmup": 1, "holdout": 0}
+    Trainer(
+        dataclasses.replace(RECIPES["edsr-x2"], arch_args={**tiny, "attention": False}, **common),
+        tmp_path / "twin",
+        data_root,
+    ).run()
+    fork_recipe = dataclasses.replace(
+        RECIPES["pa-edsr-x2"], arch_args={**tiny, "attention": True}, fresh_lr_scale=10.0, **common
+    )
+    fork = Trainer(fork_recipe, tmp_path / "fork", data_root)
+    fork.init_from(tmp_path / "twin" / "edsr-x2.safetensors", matching_only=True)
+    fork.run(max_minutes=0.0)  # one step, then a resumable stop
+    trunk, fresh = fork.opt.param_groups
+    assert fresh["lr"] == pytest.approx(10 * trunk["lr"]) and trunk["lr"] > 0
+    attention = {id(p) for p in fork.model.attention.parameters()}
+    assert {id(p) for p in fresh["params"]} == attention
+    assert not attention & {id(p) for p in trunk["params"]}
+    resumed = Trainer(fork_recipe, tmp_path / "fork", data_root)
+    assert resumed.resume() and [len(g["params"]) for g in resumed.opt.param_groups] == [
+        len(trunk["params"]),
+        len(fresh["params"]),
+    ]

@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
     parser.add_argument(
+        "--fresh-lr-scale",
+        type=float,
+        default=None,
+        help="with --init-matching: learning-rate factor for the tensors that start afresh (e.g. 10 for an"
+        " attention block added to a trained trunk)",
+    )
+    parser.add_argument(
         "--loss", choices=["l1", "l2", "charbonnier", "log-mse"], default=None, help="override the recipe's loss"
     )
     parser.add_argument("--warmup", type=int, default=None, help="override the recipe's warm-up steps")
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or Path("runs") / args.recipe
     shape_from = None if args.init_matching else args.init  # another network's card must not set the shape
     recipe.arch_args = architecture_of(recipe.model, recipe.arch, recipe.arch_args, out_dir, shape_from)
-    for name in ("steps", "lr", "loss", "warmup", "patch", "batch", "objective"):
+    for name in ("steps", "lr", "fresh_lr_scale", "loss", "warmup", "patch", "batch", "objective"):
         if getattr(args, name) is not None:
             setattr(recipe, name, getattr(args, name))
     trainer = Trainer(recipe, out_dir, args.data, args.seed)

@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -99,10 +99,7 @@ class Trainer:
         if recipe.trainable:
             for name, param in self.model.named_parameters():
                 param.requires_grad_(name.startswith(recipe.trainable))
-        # A companion's frozen parts (DRC's teacher) stay out of the optimizer.
-        extra = [p for p in self.companion.parameters() if p.requires_grad] if self.companion else []
-        params = list(self.model.parameters()) + extra
-        self.opt = torch.optim.AdamW(params, lr=recipe.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        self.opt = self._optimizer()
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
         self.restart: int | None = None
@@ -115,6 +112,18 @@ class Trainer:
         self.sampler = PatchSampler([load_rgb(f) for f in train_files], recipe.patch, seed=seed)
         self.monitor_clean = monitor_crops(held)
         log.info("%d training images, %d held out for monitoring", len(train_files), len(held))
+
+    def _optimizer(self, fresh: Iterable[str] = ()) -> torch.optim.Optimizer:
+        """AdamW over the model and the companion's trainable parameters; the ``fresh`` tensors
+        (names in the model) get their own group at ``recipe.fresh_lr_scale`` times the rate."""
+        fresh = set(fresh) if self.recipe.fresh_lr_scale != 1.0 else set()
+        named = list(self.model.named_parameters())
+        # A companion's frozen parts (DRC's teacher) stay out of the optimizer.
+        extra = [p for p in self.companion.parameters() if p.requires_grad] if self.companion else []
+        groups: list[dict[str, Any]] = [{"params": [p for n, p in named if n not in fresh] + extra}]
+        if fresh:
+            groups.append({"params": [p for n, p in named if n in fresh], "lr_scale": self.recipe.fresh_lr_scale})
+        return torch.optim.AdamW(groups, lr=self.recipe.lr, betas=(0.9, 0.99), weight_decay=0.0)
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -149,10 +158,11 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         if self.companion is not None:
             self.companion.load_state_dict(state["companion"])
+        self.parent = state.get("parent")
+        self.opt = self._optimizer((self.parent or {}).get("started_afresh", ()))
         self.opt.load_state_dict(state["opt"])
         self.step, self.seconds = state["step"], state["seconds"]
         self.restart = state.get("restart")
-        self.parent = state.get("parent")
         self.generator.set_state(state["generator"])
         self.sampler.rng.bit_generator.state = state["sampler"]
         self.precision = state.get("precision", self.precision)
@@ -187,6 +197,7 @@ class Trainer:
             self.parent = {k: card.get(k) for k in ("name", "steps", "train_seconds", "parent") if card.get(k)}
             if fresh:
                 self.parent["started_afresh"] = fresh
+                self.opt = self._optimizer(fresh)
         log.info("initialised from %s (step %d)%s", path, self.step, f"; afresh: {', '.join(fresh)}" if fresh else "")
 
     def _companion_from_run(self, checkpoint: Path) -> None:
@@ -225,9 +236,9 @@ class Trainer:
 
     def train_step(self) -> float:
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.step, self.recipe, self.restart)
+            group["lr"] = lr_at(self.step, self.recipe, self.restart) * group.get("lr_scale", 1.0)
         loss = self._forward_backward(self.precision)
-        torch.nn.utils.clip_grad_norm_(self.opt.param_groups[0]["params"], 0.5)
+        torch.nn.utils.clip_grad_norm_([p for group in self.opt.param_groups for p in group["params"]], 0.5)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         update_ema(self.ema, self.model, self.recipe.ema if self.step > self.recipe.warmup else 0.0)

@@ -58,6 +58,9 @@ class Recipe:
     """Key in objectives.OBJECTIVES."""
     companion: tuple[str, dict[str, Any]] | None = None
     """(architecture, arguments) of a training-only network the objective uses, e.g. DRN's duals."""
+    fresh_lr_scale: float = 1.0
+    """Learning-rate factor for the tensors an --init-matching start leaves fresh (a block added
+    to a trained trunk), so they can catch up with weights that are already trained."""
     trainable: str | None = None
     """Train only parameters whose name starts with this (e.g. DDS-Net's gate); None: all."""
     finish: Callable[[Any], None] | None = None
