@@ -26,8 +26,8 @@ COMMITTED = {
     "drn-light-x4": 34.72,  # weights/drn-light-x4.safetensors (DRC, 2000 + 1500 fine-tuning steps), 2026-11-27
     "edsr-x2": 40.63,  # weights/edsr-x2.safetensors (2000 steps), 2026-11-27
     "pa-edsr-x2": 40.62,  # weights/pa-edsr-x2.safetensors (2000 steps), 2026-11-27; attention on 48-px LR tiles
-    "edsr-x4": 33.16,  # weights/edsr-x4.safetensors (1300 steps), 2026-11-28
-    "pa-edsr-x4": 33.39,  # weights/pa-edsr-x4.safetensors (1300 steps), 2026-11-28
+    "edsr-x4": 34.98,  # weights/edsr-x4.safetensors (7601-step trunk + 800), 2026-11-28
+    "pa-edsr-x4": 34.97,  # weights/pa-edsr-x4.safetensors (the same trunk + 800 with attention), 2026-11-28
 }
 MARGIN_OVER_BICUBIC = {2: 4.0, 4: 2.0}
 
