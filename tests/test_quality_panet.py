@@ -21,7 +21,7 @@ VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "val"
 # PSNR of the shipped weights on these crops (fp32, on the card's attention tiles), measured with
 # this file's computation when the weights were committed.
 COMMITTED = {
-    "panet-demosaic": 34.42,  # weights/panet-demosaic.safetensors (4477 + 2623 steps), 2026-11-28; Malvar-He-Cutler 32.81
+    "panet-demosaic": 34.42,  # weights/panet-demosaic.safetensors (4477 + 2623 steps), 2026-11-28; Malvar 32.81
     "panet-deblock": 27.18,  # weights/panet-deblock.safetensors (6000 steps), 2026-11-27; JPEG q10 26.31
 }
 
