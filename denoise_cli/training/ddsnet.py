@@ -18,7 +18,7 @@ from torch import nn
 from ..metrics import psnr
 from ..models.ddsnet import CHANNEL_STEP
 from .degrade import add_gaussian_noise
-from .objectives import cheapest_good
+from .objectives import cheapest_good, config_psnr
 
 log = logging.getLogger("denoise.train")
 
@@ -106,12 +106,7 @@ def subnetwork_scores(model: nn.Module, clean: torch.Tensor, sigmas: tuple[float
     table = {}
     for sigma in sigmas:
         noisy, _ = add_gaussian_noise(clean, (sigma, sigma), torch.Generator().manual_seed(int(sigma)))
-        table[sigma] = torch.tensor(
-            [
-                [psnr(model(n[None], config=c).float().clamp(0, 1), t[None]) for c in model.configs]
-                for n, t in zip(noisy, clean, strict=True)
-            ]
-        )
+        table[sigma] = config_psnr(model, noisy, clean)
     return table
 
 

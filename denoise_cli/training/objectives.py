@@ -218,14 +218,19 @@ def cheapest_good(scores: torch.Tensor, tolerance: float = GATE_TOLERANCE_DB) ->
     return good.float().argmax(dim=1)  # the first good one
 
 
+@torch.no_grad()
+def config_psnr(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR of every image (rows) under every tailored configuration (columns, cheapest first)."""
+    scores = []
+    for config in model.configs:
+        out = model(inputs, config=config).float().clamp(0, 1)
+        scores.append(-10.0 * torch.log10(_image_mse(out, target).clamp_min(1e-12)))
+    return torch.stack(scores, dim=1)
+
+
 def easy_or_hard_labels(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per image, the cheapest configuration within GATE_TOLERANCE_DB of the largest (online labels)."""
-    with torch.no_grad():
-        scores = []
-        for config in model.configs:
-            out = model(inputs, config=config).float().clamp(0, 1)
-            scores.append(-10.0 * torch.log10(_image_mse(out, target).clamp_min(1e-12)))
-        return cheapest_good(torch.stack(scores, dim=1))
+    return cheapest_good(config_psnr(model, inputs, target))
 
 
 def width_gate(
