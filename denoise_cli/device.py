@@ -63,23 +63,23 @@ def fastest_precision(
     """Time ``run(precision)`` for each candidate and return the fastest.
 
     On CUDA fp16 is taken without timing. On CPU bf16 is several times faster on AMX
-    Xeons and ten times slower on AVX2-only EPYCs, so it is measured: one warm-up call,
-    then the best of ``repeats`` timed calls.
+    Xeons and ten times slower on AVX2-only EPYCs, so it is measured: one warm-up call
+    each, then the best of ``repeats`` timed calls each, taken in turns so that a burst of
+    other work on the machine slows every candidate alike.
     """
     if device.type == "cuda":
         return "fp16"
     if device.type == "mps":
         return "fp32"
     candidates = candidates or ("fp32", "bf16")
-    timings: dict[str, float] = {}
     for precision in candidates:
         run(precision)
-        best = float("inf")
-        for _ in range(repeats):
+    timings = dict.fromkeys(candidates, float("inf"))
+    for _ in range(repeats):
+        for precision in candidates:
             start = time.perf_counter()
             run(precision)
-            best = min(best, time.perf_counter() - start)
-        timings[precision] = best
+            timings[precision] = min(timings[precision], time.perf_counter() - start)
     choice = min(timings, key=timings.__getitem__)
     log.info(
         "CPU %s: %s -> %s",

@@ -77,6 +77,22 @@ def test_precision_auto_takes_bf16_only_when_measured_faster_and_good(
     assert Enhancer("mallenet", device="cpu").precision == expected
 
 
+def test_precision_timing_takes_turns_so_a_burst_of_other_load_slows_every_candidate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from denoise_cli import device
+
+    clock, calls = [0.0], []
+
+    def run(precision: str) -> None:  # fp32 is faster; another process is busy during the first three calls
+        calls.append(precision)
+        clock[0] += {"fp32": 1.0, "bf16": 1.5}[precision] + (5.0 if len(calls) <= 3 else 0.0)
+
+    monkeypatch.setattr(device.time, "perf_counter", lambda: clock[0])
+    assert device.fastest_precision(torch.device("cpu"), run) == "fp32"
+    assert calls == ["fp32", "bf16"] * 3
+
+
 def test_fp16_on_cpu_is_refused(tiny_weights: Path) -> None:
     with pytest.raises(ValueError, match="fp16"):
         Enhancer("mallenet", device="cpu", precision="fp16")
