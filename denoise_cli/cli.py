@@ -192,9 +192,9 @@ def _run_with_progress(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from . import batch
+    from . import batch, registry
     from .engine import Enhancer
-    from .tasks import ReadOptions, image_processor
+    from .tasks import Prepared, ReadOptions, image_processor
     from .weights import WeightsError
 
     progress = Progress(
@@ -212,10 +212,10 @@ def _run_with_progress(
     def on_tiles(done: int, total: int) -> None:
         progress.update(tiles_bar, completed=done, total=total, visible=total > 1)
 
-    def make_enhancer() -> Enhancer:
+    def make_enhancer(name: str) -> Enhancer:
         try:
             return Enhancer(
-                model,
+                name,
                 device=opts["device"],
                 precision=opts["precision"],
                 tile=opts["tile"],
@@ -233,7 +233,13 @@ def _run_with_progress(
         classic=opts.get("engine") == "classic",
     )
     strength = opts.get("strength", 1.0)
-    process = image_processor(make_enhancer, task.reader, options, opts["quality"], on_tiles, strength)
+
+    def choose_model(prepared: Prepared) -> str:
+        if opts["model"]:  # what the user asked for, whatever the file
+            return model
+        return registry.jpeg_specialist(model, prepared.facts.get("jpeg_quality"))
+
+    process = image_processor(make_enhancer, choose_model, task.reader, options, opts["quality"], on_tiles, strength)
 
     def on_start(job: batch.Job, index: int) -> None:
         name = "stdin" if job.source == STDIO else job.source

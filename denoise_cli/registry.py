@@ -68,6 +68,9 @@ class ModelCard:
     area); the engine never exceeds it, whatever --tile asks."""
     arch_args: dict[str, Any] = field(default_factory=dict)
     """Defaults; the JSON card's ``arch_args`` override them."""
+    jpeg_qualities: tuple[int, int] | None = None
+    """JPEG specialists: the estimated file qualities (inclusive) for which the task runs this
+    model in place of its default when no ``--model`` is given."""
 
     @property
     def weights_path(self) -> Path:
@@ -196,6 +199,14 @@ CARDS: dict[str, ModelCard] = {
             **PANET_RGB_TILING,
         ),
         panet_card(
+            "panet-deblock-q10",
+            "deblock",
+            "JPEG artefact removal at quality 8-12 (the paper's per-quality model), pyramid attention;"
+            " runs by default on files estimated at quality 12 or lower",
+            jpeg_qualities=(1, 12),
+            **PANET_RGB_TILING,
+        ),
+        panet_card(
             "panet-denoise",
             "denoise",
             "blind colour Gaussian denoising (sigma 0-55), pyramid attention",
@@ -242,6 +253,24 @@ def resolve(name: str, scale: int | None = None, task: str | None = None) -> str
     if scale and found.scale != scale:
         raise ValueError(f"model {name!r} works at x{found.scale}, not x{scale}")
     return name
+
+
+def jpeg_specialist(default: str, quality: int | None) -> str:
+    """The model to run on a file of estimated JPEG ``quality`` instead of the task's
+    ``default``: a card of the same task made for that quality whose weights ship, else ``default``."""
+    if quality is None:
+        return default
+    task = card(default).task
+    for found in CARDS.values():
+        qualities = found.jpeg_qualities
+        if (
+            qualities is not None
+            and found.task == task
+            and qualities[0] <= quality <= qualities[1]
+            and found.weights_path.is_file()
+        ):
+            return found.name
+    return default
 
 
 def build(arch: str, **arch_args: Any) -> nn.Module:

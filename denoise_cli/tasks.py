@@ -237,7 +237,9 @@ TASKS: dict[str, Task] = {
             "panet-deblock",
             "_deblocked",
             "Remove JPEG blocking artefacts. The JPEG quality is estimated from each file's"
-            " quantisation tables and reported with --json.",
+            " quantisation tables and reported with --json; without --model, files at quality 12 or"
+            " lower go to panet-deblock-q10 (the paper's per-quality model), the rest to the blind"
+            " panet-deblock.",
             reader=read_jpeg,
         ),
     ]
@@ -245,7 +247,8 @@ TASKS: dict[str, Task] = {
 
 
 def image_processor(
-    enhancer_factory: Callable[[], Any],
+    enhancer_factory: Callable[[str], Any],
+    choose_model: Callable[[Prepared], str],
     reader: Reader,
     options: ReadOptions,
     quality: int | None,
@@ -254,13 +257,14 @@ def image_processor(
 ) -> Callable[[Job], dict[str, Any]]:
     """The per-item function for image-to-image tasks.
 
-    The model is created on the first item that needs it, so a dry run, or a batch whose
-    outputs all exist, never loads it. ``strength`` below 1 blends the model's result with
-    the input (same-size tasks).
+    ``choose_model`` names the model for each prepared input (a JPEG specialist for its
+    quality, say). Each model is created on the first item that needs it, so a dry run, or a
+    batch whose outputs all exist, never loads one. ``strength`` below 1 blends the model's
+    result with the input (same-size tasks).
     """
     from .imageio import FORMATS, encode_image, from_chw, output_warnings, write_image
 
-    state: dict[str, Any] = {}
+    enhancers: dict[str, Any] = {}
 
     def process(job: Job) -> dict[str, Any]:
         source = sys.stdin.buffer.read() if job.source == STDIO else Path(job.source)
@@ -269,9 +273,10 @@ def image_processor(
         if prepared.done is not None:
             y, facts = prepared.done, dict(prepared.facts)
         else:
-            if "enhancer" not in state:
-                state["enhancer"] = enhancer_factory()
-            enhancer = state["enhancer"]
+            name = choose_model(prepared)
+            if name not in enhancers:
+                enhancers[name] = enhancer_factory(name)
+            enhancer = enhancers[name]
             y = enhancer(prepared.tensor, progress=tile_progress)
             if strength < 1.0:
                 y = prepared.tensor + strength * (y - prepared.tensor)

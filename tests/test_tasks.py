@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from PIL import Image
 from denoise_cli import registry, weights
 from denoise_cli.cli import main
 from denoise_cli.imageio import read_image
+from denoise_cli.tasks import TASKS
 
 from .conftest import photo
 
@@ -23,14 +25,22 @@ RAW_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw" / "RA
 
 
 def register_tiny(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, task: str, scale: int = 1, **arch_args: Any
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    task: str,
+    scale: int = 1,
+    jpeg_qualities: tuple[int, int] | None = None,
+    **arch_args: Any,
 ) -> None:
     """A tiny random PANet as model ``name``; small attention tiles keep the tests fast."""
     args = {"features": 4, "blocks": 2, "reduction": 4, **arch_args}
     torch.manual_seed(0)
     folder = tmp_path / "weights"
     weights.save(registry.build("panet", **args), folder / f"{name}.safetensors", {"arch_args": args})
-    card = registry.ModelCard(name, task, "panet", "test", "test", scale=scale, overlap=8, max_tile=32)
+    card = registry.ModelCard(
+        name, task, "panet", "test", "test", scale=scale, overlap=8, max_tile=32, jpeg_qualities=jpeg_qualities
+    )
     monkeypatch.setitem(registry.CARDS, name, card)
     monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(folder))
 
@@ -52,6 +62,28 @@ def test_deblock_reports_the_jpeg_quality_of_each_file(tmp_path: Path, monkeypat
     assert "lossless.png: not a JPEG file" in result.stderr
     with Image.open(tmp_path / "q23_deblocked.jpg") as im:
         assert im.size == (56, 40)
+
+
+def test_deblock_runs_the_specialist_for_low_quality_files_unless_a_model_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(TASKS, "deblock", dataclasses.replace(TASKS["deblock"], default_model="deblock-tiny"))
+    register_tiny(tmp_path, monkeypatch, "deblock-tiny", "deblock", image_skip=True)
+    register_tiny(tmp_path, monkeypatch, "deblock-tiny-low", "deblock", jpeg_qualities=(1, 12), image_skip=True)
+    for quality in (8, 12, 13, 50):
+        Image.fromarray(photo(24, 32, seed=quality)).save(tmp_path / f"q{quality}.jpg", quality=quality)
+    inputs = [str(tmp_path / f"q{quality}.jpg") for quality in (8, 12, 13, 50)]
+
+    def models_run(*args: str) -> dict[str, str]:
+        result = run("deblock", *inputs, "--json", "--on-exists", "overwrite", *args)
+        assert result.exit_code == 0, result.stderr
+        return {Path(r["input"]).stem: r["model"] for r in map(json.loads, result.stdout.splitlines())}
+
+    low, blind = "deblock-tiny-low", "deblock-tiny"
+    assert models_run() == {"q8": low, "q12": low, "q13": blind, "q50": blind}
+    assert set(models_run("--model", "deblock-tiny").values()) == {blind}
+    (tmp_path / "weights" / "deblock-tiny-low.safetensors").unlink()  # a specialist that does not ship
+    assert set(models_run().values()) == {blind}
 
 
 @pytest.fixture

@@ -316,6 +316,18 @@ RECIPES: dict[str, Recipe] = {
             "predicts the residual (image skip) and runs its body at half resolution (space-to-depth)",
         ],
     ),
+    # The paper trains one deblocking model per JPEG quality; the blind model above covers the
+    # rest. Fine-tuned from it (--init weights/panet-deblock.safetensors --finetune).
+    "panet-deblock-q10": panet_recipe(
+        "panet-deblock-q10",
+        {"unshuffle": 2, "image_skip": True},
+        jpeg((8, 12), gray_fraction=0.25),
+        [
+            "JPEG qualities 8-12 (libjpeg via Pillow, 4:2:0), a quarter of the patches grey: the paper's"
+            " per-quality model for q10, picked by `denoise deblock` when a file's estimated quality is <= 12",
+            "predicts the residual (image skip) and runs its body at half resolution (space-to-depth)",
+        ],
+    ),
     "panet-denoise": panet_recipe(
         "panet-denoise",
         {"unshuffle": 2, "image_skip": True},
