@@ -231,6 +231,7 @@ def _run_with_progress(
         white_balance=opts.get("wb") or "camera",
         bits=opts.get("bits") or 16,
         classic=opts.get("engine") == "classic",
+        jpeg_quality=opts.get("quality_factor"),
     )
     strength = opts.get("strength", 1.0)
 
@@ -306,6 +307,14 @@ def _make_command(task: Task) -> click.Command:
             show_default=True,
             help="Blend the result with the input: 1 = the model's result, 0 = the input unchanged"
             " (values between keep some grain).",
+        )(command)
+    if task.quality_factor:
+        command = click.option(
+            "--quality-factor",
+            type=click.IntRange(1, 100),
+            default=None,
+            help="The JPEG quality the inputs were saved at, instead of the estimate from each file's"
+            " quantisation tables (which a PNG saved from a JPEG no longer has); it picks the model.",
         )(command)
     if task.widths:
         command = click.option(

@@ -52,6 +52,8 @@ class ReadOptions:
     """raw2rgb: bits per sample of PNG/TIFF outputs."""
     classic: bool = False
     """raw2rgb: LibRaw's own pipeline instead of the network."""
+    jpeg_quality: int | None = None
+    """deblock: the quality the inputs were compressed at, in place of the estimate."""
 
 
 Reader = Callable[[Path | bytes, ReadOptions], Prepared]
@@ -69,10 +71,15 @@ def read_rgb(source: Path | bytes, options: ReadOptions) -> Prepared:
 
 
 def read_jpeg(source: Path | bytes, options: ReadOptions) -> Prepared:
-    """Deblocking: the RGB input plus the JPEG quality estimated from its quantisation tables."""
+    """Deblocking: the RGB input plus its JPEG quality, as given (``--quality-factor``: files
+    whose tables are gone, or to override) or estimated from its quantisation tables."""
     from .jpeg import estimate_quality
 
     prepared = read_rgb(source, options)
+    if options.jpeg_quality is not None:
+        prepared.facts["jpeg_quality"] = options.jpeg_quality
+        prepared.facts["jpeg_tables"] = "not read (--quality-factor)"
+        return prepared
     try:
         estimate = estimate_quality(source)
     except ValueError:
@@ -181,6 +188,8 @@ class Task:
     """Offer ``--wb``, ``--bits`` and ``--engine`` (raw2rgb)."""
     strength: bool = False
     """Offer ``--strength`` (blend the result with the input; same-size tasks)."""
+    quality_factor: bool = False
+    """Offer ``--quality-factor`` (deblock: the inputs' JPEG quality instead of the estimate)."""
 
 
 TASKS: dict[str, Task] = {
@@ -239,8 +248,10 @@ TASKS: dict[str, Task] = {
             "Remove JPEG blocking artefacts. The JPEG quality is estimated from each file's"
             " quantisation tables and reported with --json; without --model, files at quality 12 or"
             " lower go to panet-deblock-q10 (the paper's per-quality model), the rest to the blind"
-            " panet-deblock.",
+            " panet-deblock. --quality-factor gives the quality instead (a PNG saved from a JPEG"
+            " has no tables to read).",
             reader=read_jpeg,
+            quality_factor=True,
         ),
     ]
 }

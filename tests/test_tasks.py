@@ -60,6 +60,11 @@ def test_deblock_reports_the_jpeg_quality_of_each_file(tmp_path: Path, monkeypat
     assert records["q23.jpg"]["jpeg_quality"] == 23 and records["q23.jpg"]["jpeg_tables"] == "ijg"
     assert records["lossless.png"]["jpeg_quality"] is None
     assert "lossless.png: not a JPEG file" in result.stderr
+    result = run(
+        "deblock", *inputs, "--model", "deblock-tiny", "--json", "--quality-factor", "15", "-o", str(tmp_path / "given")
+    )
+    assert result.exit_code == 0 and "not a JPEG file" not in result.stderr, result.stderr
+    assert [json.loads(line)["jpeg_quality"] for line in result.stdout.splitlines()] == [15, 15]
     with Image.open(tmp_path / "q23_deblocked.jpg") as im:
         assert im.size == (56, 40)
 
@@ -82,6 +87,7 @@ def test_deblock_runs_the_specialist_for_low_quality_files_unless_a_model_is_nam
     low, blind = "deblock-tiny-low", "deblock-tiny"
     assert models_run() == {"q8": low, "q12": low, "q13": blind, "q50": blind}
     assert set(models_run("--model", "deblock-tiny").values()) == {blind}
+    assert models_run("--quality-factor", "10") == dict.fromkeys(("q8", "q12", "q13", "q50"), low)
     (tmp_path / "weights" / "deblock-tiny-low.safetensors").unlink()  # a specialist that does not ship
     assert set(models_run().values()) == {blind}
 
