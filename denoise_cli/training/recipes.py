@@ -138,6 +138,12 @@ def panet_recipe(
     )
 
 
+def panet_rgb_recipe(model: str, degrade: Degrade, note: str) -> Recipe:
+    """A same-size RGB PANet (deblocking, denoising): residual prediction, body at half resolution."""
+    residual_note = "predicts the residual (image skip) and runs its body at half resolution (space-to-depth)"
+    return panet_recipe(model, {"unshuffle": 2, "image_skip": True}, degrade, [note, residual_note])
+
+
 def edsr_recipe(scale: int, attention: bool, **schedule: Any) -> Recipe:
     name = f"{'pa-edsr' if attention else 'edsr'}-x{scale}"
     return Recipe(
@@ -307,35 +313,23 @@ RECIPES: dict[str, Recipe] = {
         ],
         monitor=packed_mosaic(),  # unsaturated, comparable with the first recipe's curve
     ),
-    "panet-deblock": panet_recipe(
+    "panet-deblock": panet_rgb_recipe(
         "panet-deblock",
-        {"unshuffle": 2, "image_skip": True},
         jpeg((10, 60), gray_fraction=0.25),
-        [
-            "blind over JPEG qualities 10-60 (libjpeg via Pillow, 4:2:0), a quarter of the patches grey",
-            "predicts the residual (image skip) and runs its body at half resolution (space-to-depth)",
-        ],
+        "blind over JPEG qualities 10-60 (libjpeg via Pillow, 4:2:0), a quarter of the patches grey",
     ),
     # The paper trains one deblocking model per JPEG quality; the blind model above covers the
     # rest. Fine-tuned from it (--init weights/panet-deblock.safetensors --finetune).
-    "panet-deblock-q10": panet_recipe(
+    "panet-deblock-q10": panet_rgb_recipe(
         "panet-deblock-q10",
-        {"unshuffle": 2, "image_skip": True},
         jpeg((8, 12), gray_fraction=0.25),
-        [
-            "JPEG qualities 8-12 (libjpeg via Pillow, 4:2:0), a quarter of the patches grey: the paper's"
-            " per-quality model for q10, picked by `denoise deblock` when a file's estimated quality is <= 12",
-            "predicts the residual (image skip) and runs its body at half resolution (space-to-depth)",
-        ],
+        "JPEG qualities 8-12 (libjpeg via Pillow, 4:2:0), a quarter of the patches grey: the paper's"
+        " per-quality model for q10, picked by `denoise deblock` when a file's estimated quality is <= 12",
     ),
-    "panet-denoise": panet_recipe(
+    "panet-denoise": panet_rgb_recipe(
         "panet-denoise",
-        {"unshuffle": 2, "image_skip": True},
         awgn((0.0, 55.0)),
-        [
-            "blind AWGN, sigma uniform in [0, 55], like mallenet (the paper trains one model per sigma)",
-            "predicts the residual (image skip) and runs its body at half resolution (space-to-depth)",
-        ],
+        "blind AWGN, sigma uniform in [0, 55], like mallenet (the paper trains one model per sigma)",
     ),
     # DDS-Net: stage 1 trains the slimmable super network with the sandwich rule and its
     # finish step tailors the per-layer widths (stage 2); stage 3 trains only the gate.
