@@ -55,6 +55,8 @@ class Enhancer:
     weights_path: Path | None = None
     width: float | None = None
     """Slimmable models: run the sub-network with this share of the full MACs (else the gate picks)."""
+    self_ensemble: bool = False
+    """Average the results on the 8 flips and 90-degree turns of the input (8x the time)."""
     facts: dict[str, Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,10 +69,16 @@ class Enhancer:
         self.model = model.to(self.torch_device)
         if self.width is not None:
             self._force_width(self.width)
+        if self.self_ensemble and not self.card.dihedral:
+            raise ValueError(
+                f"model {self.name} cannot self-ensemble: a flipped or turned Bayer mosaic is another pattern"
+            )
         if self.overlap is None:
             self.overlap = self.card.overlap
         self.precision = self._choose_precision(self.precision)
         self.facts = {"model": self.name, "device": str(self.torch_device), "precision": self.precision}
+        if self.self_ensemble:
+            self.facts["self_ensemble"] = len(DIHEDRAL)
         log.info("model %s on %s (%s), precision %s", self.name, self.torch_device, cpu_name(), self.precision)
 
     def _force_width(self, width: float) -> None:
@@ -136,7 +144,9 @@ class Enhancer:
 
         When tiling, the image is padded to the card's ``tile_multiple`` and tile sides and
         overlap are rounded up to it, so every tile sits on the same pixel grid phase as
-        the whole image (space-to-depth pyramids and kernel grids stay aligned).
+        the whole image (space-to-depth pyramids and kernel grids stay aligned). With
+        ``self_ensemble`` the padded image is also turned and flipped, so each view keeps
+        that phase, and the views' results are turned back and averaged.
         """
         height, width = image.shape[-2:]
         decide = getattr(self.model, "decide", None)
@@ -148,15 +158,46 @@ class Enhancer:
             log.info("%s runs on tiles of at most %d px (quadratic attention memory)", self.name, limit)
             tile = limit
         self.facts["tile"] = tile
-        if tile <= 0 or (tile >= height and tile >= width):
-            out = run_tiled(image, self._forward_checked, 0, 0, self.card.scale, progress)
-            return out.clamp_(0.0, 1.0)
-        m = self.card.tile_multiple
-        tile, overlap = _round_up(tile, m), _round_up(self.overlap or 0, m)
-        padded = F.pad(image, (0, -width % m, 0, -height % m), mode="replicate")
-        out = run_tiled(padded, self._forward_checked, tile, overlap, self.card.scale, progress)
-        s = self.card.scale
-        return out[..., : height * s, : width * s].clamp_(0.0, 1.0)
+        whole = tile <= 0 or (tile >= height and tile >= width)
+        m = 1 if whole else self.card.tile_multiple
+        padded = F.pad(image, (0, -width % m, 0, -height % m), mode="replicate") if m > 1 else image
+        if whole:
+            tile = overlap = 0
+        else:
+            tile, overlap = _round_up(tile, m), _round_up(self.overlap or 0, m)
+        scale = self.card.scale
+
+        def run(view: torch.Tensor, counted: Callable[[int, int], None] | None) -> torch.Tensor:
+            return run_tiled(view, self._forward_checked, tile, overlap, scale, counted)
+
+        if self.self_ensemble:
+            out = torch.zeros(())
+            for index, (turns, flip) in enumerate(DIHEDRAL):
+                out = out + _unturn(run(_turn(padded, turns, flip), _views_progress(progress, index)), turns, flip)
+            out /= len(DIHEDRAL)
+        else:
+            out = run(padded, progress)
+        return out[..., : height * scale, : width * scale].clamp_(0.0, 1.0)
+
+
+DIHEDRAL = [(turns, flip) for flip in (False, True) for turns in range(4)]
+"""The 8 views of an image: quarter turns, without and with a left-right flip first."""
+
+
+def _turn(image: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    return torch.rot90(image.flip(-1) if flip else image, turns, (-2, -1))
+
+
+def _unturn(image: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    back = torch.rot90(image, -turns, (-2, -1))
+    return back.flip(-1) if flip else back
+
+
+def _views_progress(progress: Callable[[int, int], None] | None, index: int) -> Callable[[int, int], None] | None:
+    """Tile progress of one view, counted over all views."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(index * total + done, len(DIHEDRAL) * total)
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -68,6 +68,9 @@ class ModelCard:
     area); the engine never exceeds it, whatever --tile asks."""
     arch_args: dict[str, Any] = field(default_factory=dict)
     """Defaults; the JSON card's ``arch_args`` override them."""
+    dihedral: bool = True
+    """Flips and 90-degree turns of the input are inputs of the same kind (RGB images; not packed
+    Bayer mosaics), so ``--self-ensemble`` can average over them."""
     jpeg_qualities: tuple[int, int] | None = None
     """JPEG specialists: the estimated file qualities (inclusive) for which the task runs this
     model in place of its default when no ``--model`` is given."""
@@ -98,7 +101,9 @@ def isp_card(name: str, what: str) -> ModelCard:
     """A RAW-to-RGB card: packed RGGB at half resolution in, RGB at full resolution out. Its
     receptive field is 14 packed pixels each way, so an overlap of 64 tiles exactly."""
     summary = f"camera RAW to sRGB (demosaic, denoise; the file's white balance and colour matrix), {what}"
-    return ModelCard(name, "raw2rgb", "hyperisp", summary, HYPER_PAPER, scale=2, overlap=64, memory_per_pixel=2000)
+    return ModelCard(
+        name, "raw2rgb", "hyperisp", summary, HYPER_PAPER, scale=2, overlap=64, memory_per_pixel=2000, dihedral=False
+    )
 
 
 def drn_card(name: str, scale: int, what: str, memory_per_pixel: int, paper: str = DRN_PAPER) -> ModelCard:
@@ -125,6 +130,9 @@ PANET_RGB_TILING: dict[str, Any] = {
     "memory_per_pixel": 45_000,  # at most one max_tile tile at a time: panet-deblock peaked at 0.34 GB
 }
 """Tiles of the same-size RGB PANets (deblocking, denoising): one network shape, one tiling."""
+
+Q10_QUALITIES = (1, 12)
+"""Estimated file qualities that ``denoise deblock`` sends to panet-deblock-q10 (trained on 8-12)."""
 
 
 EDSR_PAPER = "Lim et al., Enhanced Deep Residual Networks for Single Image Super-Resolution, CVPRW 2017"
@@ -188,6 +196,7 @@ CARDS: dict[str, ModelCard] = {
             "demosaic",
             "Bayer demosaicking (any pattern, or a camera RAW), pyramid attention; corrects Malvar-He-Cutler",
             scale=2,  # packed RGGB in, full-resolution RGB out: tiles are in packed pixels
+            dihedral=False,
             overlap=8,
             max_tile=32,  # packed px (64 image px); on held-out training photos 0.05 dB above 64 and 3x faster
             memory_per_pixel=180_000,  # at most one max_tile tile at a time: the process peaked at 0.37 GB
@@ -202,8 +211,8 @@ CARDS: dict[str, ModelCard] = {
             "panet-deblock-q10",
             "deblock",
             "JPEG artefact removal at quality 8-12 (the paper's per-quality model), pyramid attention;"
-            " runs by default on files estimated at quality 12 or lower",
-            jpeg_qualities=(1, 12),
+            f" runs by default on files estimated at quality {Q10_QUALITIES[0]}-{Q10_QUALITIES[1]}",
+            jpeg_qualities=Q10_QUALITIES,
             **PANET_RGB_TILING,
         ),
         panet_card(

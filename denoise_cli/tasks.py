@@ -246,10 +246,10 @@ TASKS: dict[str, Task] = {
             "panet-deblock",
             "_deblocked",
             "Remove JPEG blocking artefacts. The JPEG quality is estimated from each file's"
-            " quantisation tables and reported with --json; without --model, files at quality 12 or"
-            " lower go to panet-deblock-q10 (the paper's per-quality model), the rest to the blind"
-            " panet-deblock. --quality-factor gives the quality instead (a PNG saved from a JPEG"
-            " has no tables to read).",
+            " quantisation tables and reported with --json; without --model, a file goes to the"
+            " per-quality model made for its quality if one ships (the paper's approach; `denoise"
+            " models` gives their ranges), else to the blind panet-deblock. --quality-factor gives"
+            " the quality instead (a PNG saved from a JPEG has no tables to read).",
             reader=read_jpeg,
             quality_factor=True,
         ),
