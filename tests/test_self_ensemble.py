@@ -45,10 +45,10 @@ def test_the_ensemble_keeps_a_non_square_size(tiny_weights: Path) -> None:
 
 def test_cli_reports_the_ensemble_and_refuses_it_for_mosaics(tiny_weights: Path, images: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    out = tmp_path / "out"
-    result = runner.invoke(main, ["denoise", str(images / "img0.png"), "-o", str(out) + "/", "--self-ensemble", "--json"])
+    out = str(tmp_path / "out") + "/"
+    result = runner.invoke(main, ["denoise", str(images / "img0.png"), "-o", out, "--self-ensemble", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[0])["self_ensemble"] == 8
-    refused = runner.invoke(main, ["demosaic", str(images / "img0.png"), "-o", str(out) + "/", "--self-ensemble"])
+    refused = runner.invoke(main, ["demosaic", str(images / "img0.png"), "-o", out, "--self-ensemble"])
     assert refused.exit_code == 2
     assert "--self-ensemble" in refused.output
