@@ -47,7 +47,7 @@ def test_camera_noise_is_seeded_and_the_target_is_the_developed_clean_photo() ->
     again, _ = realnoise.camera_noise(clean, torch.Generator().manual_seed(3))
     assert noisy.shape == target.shape == (4, 3, 32, 40)  # even sides for the Bayer mosaic
     assert torch.equal(noisy, again)
-    inner = (..., slice(2, -2), slice(2, -2))  # the demosaickers' borders aside
+    inner = (..., slice(6, -6), slice(6, -6))  # the optics' and demosaickers' borders aside
     assert torch.allclose(target[inner], clean[..., :32, :][inner], atol=2e-3)  # nothing clipped in mid-tones
     assert torch.equal(noisy, (noisy * 255).round() / 255)  # stored as 8 bits
 
@@ -59,6 +59,24 @@ def test_without_sensor_noise_the_residual_is_only_8_bit_rounding(monkeypatch: p
     noisy, target = realnoise.camera_noise(textured, torch.Generator().manual_seed(0))
     # The target went through the same demosaicker: its errors on texture are not noise to remove.
     assert (noisy - target.clamp(0, 1)).abs().max() <= 1 / 255
+
+
+def test_the_optics_blur_keeps_demosaicking_errors_out_of_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    only(monkeypatch)
+    monkeypatch.setattr(realnoise, "SHOT_RANGE", (1e-12, 1.0001e-12))
+    monkeypatch.setattr(realnoise, "MALVAR_FRACTION", 1.0)
+    textured = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
+    inner = (..., slice(8, -8), slice(8, -8))
+    errors = {}
+    for width in (0.0, 1.0):
+        monkeypatch.setattr(realnoise, "OPTICS_SIGMA", (width, width))
+        _, target = realnoise.camera_noise(textured, torch.Generator().manual_seed(0))
+        seen = gaussian_blur(textured, torch.full((4,), width))  # what the sensor saw
+        errors[width] = float((target - seen)[inner].std())
+    # Pixel-sharp noise texture: demosaicking invents colour patterns the size of the noise itself.
+    assert errors[0.0] > 0.05
+    # Behind the optics the same demosaicker is nearly exact, so the target holds no such patterns.
+    assert errors[1.0] < errors[0.0] / 4
 
 
 def test_camera_noise_grows_with_the_shot_level(monkeypatch: pytest.MonkeyPatch) -> None:
