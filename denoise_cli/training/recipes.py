@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..registry import Q10_QUALITIES
 from .degrade import add_gaussian_noise, imresize
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -323,8 +324,8 @@ RECIPES: dict[str, Recipe] = {
     "panet-deblock-q10": panet_rgb_recipe(
         "panet-deblock-q10",
         jpeg((8, 12), gray_fraction=0.25),
-        "JPEG qualities 8-12 (libjpeg via Pillow, 4:2:0), a quarter of the patches grey: the paper's"
-        " per-quality model for q10, picked by `denoise deblock` when a file's estimated quality is <= 12",
+        "JPEG qualities 8-12 (libjpeg via Pillow, 4:2:0), a quarter of the patches grey: the paper's per-quality"
+        f" model for q10, picked by `denoise deblock` when a file's estimated quality is <= {Q10_QUALITIES[1]}",
     ),
     "panet-denoise": panet_rgb_recipe(
         "panet-denoise",
