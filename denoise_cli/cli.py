@@ -165,9 +165,8 @@ def run_task(task: Task, **opts: Any) -> None:
         if card.task != task.name:
             raise click.BadParameter(f"model {model!r} is for '{card.task}', not '{task.name}'", param_hint="--model")
         overlap = card.overlap if opts["overlap"] is None else opts["overlap"]
-    if opts["self_ensemble"] and (classic or not registry.card(model).dihedral):
-        what = "the classic engine has no network" if classic else f"{model} reads Bayer mosaics, which a turn changes"
-        raise click.BadParameter(f"not for this task: {what}", param_hint="--self-ensemble")
+    if opts["self_ensemble"] and classic:
+        raise click.BadParameter("the classic engine has no network to ensemble", param_hint="--self-ensemble")
     if opts["tile"] and overlap >= opts["tile"]:
         raise click.BadParameter(f"the overlap ({overlap}) must be smaller than the tile", param_hint="--tile")
     try:

@@ -8,8 +8,9 @@ faster one here, else fp32.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from . import registry
 from .device import autocast, cpu_name, fastest_precision, pick_device, set_threads
+from .raw import from_rggb_crop, pack, to_rggb, unpack
 from .tiling import run_tiled
 
 log = logging.getLogger(__name__)
@@ -69,10 +71,6 @@ class Enhancer:
         self.model = model.to(self.torch_device)
         if self.width is not None:
             self._force_width(self.width)
-        if self.self_ensemble and not self.card.dihedral:
-            raise ValueError(
-                f"model {self.name} cannot self-ensemble: a flipped or turned Bayer mosaic is another pattern"
-            )
         if self.overlap is None:
             self.overlap = self.card.overlap
         self.precision = self._choose_precision(self.precision)
@@ -146,7 +144,8 @@ class Enhancer:
         overlap are rounded up to it, so every tile sits on the same pixel grid phase as
         the whole image (space-to-depth pyramids and kernel grids stay aligned). With
         ``self_ensemble`` the padded image is also turned and flipped, so each view keeps
-        that phase, and the views' results are turned back and averaged.
+        that phase, and the views' results are turned back and averaged (a packed Bayer mosaic
+        is turned at full resolution and shifted back to RGGB).
         """
         height, width = image.shape[-2:]
         decide = getattr(self.model, "decide", None)
@@ -172,8 +171,8 @@ class Enhancer:
 
         if self.self_ensemble:
             out = torch.zeros(())
-            for index, (turns, flip) in enumerate(DIHEDRAL):
-                out = out + _unturn(run(_turn(padded, turns, flip), _views_progress(progress, index)), turns, flip)
+            for index, (view, back) in enumerate(_views(padded, self.card.packed_bayer)):
+                out = out + back(run(view, _views_progress(progress, index)))
             out /= len(DIHEDRAL)
         else:
             out = run(padded, progress)
@@ -191,6 +190,29 @@ def _turn(image: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
 def _unturn(image: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
     back = torch.rot90(image, -turns, (-2, -1))
     return back.flip(-1) if flip else back
+
+
+def _views(image: torch.Tensor, packed_bayer: bool) -> Iterator[tuple[torch.Tensor, Callable[..., torch.Tensor]]]:
+    """The 8 dihedral views of a model input, each with the function that turns a result on it back."""
+    for turns, flip in DIHEDRAL:
+        if not packed_bayer:
+            yield _turn(image, turns, flip), partial(_unturn, turns=turns, flip=flip)
+            continue
+        mosaic = _turn(unpack(image), turns, flip)
+        pattern = turned_pattern(turns, flip)
+        back = partial(_unturn_mosaic, pattern=pattern, size=tuple(mosaic.shape[-2:]), turns=turns, flip=flip)
+        yield pack(to_rggb(mosaic, pattern)), back
+
+
+def turned_pattern(turns: int, flip: bool) -> str:
+    """The CFA pattern an RGGB mosaic of even size has after ``_turn``: the 2x2 cell turns with it."""
+    cell = _turn(torch.arange(4).view(1, 1, 2, 2), turns, flip)
+    return "".join("RGGB"[i] for i in cell.flatten().tolist())
+
+
+def _unturn_mosaic(image: torch.Tensor, pattern: str, size: tuple[int, int], turns: int, flip: bool) -> torch.Tensor:
+    """Undo a mosaic view on the model's full-resolution result: the RGGB shift, then the turn."""
+    return _unturn(from_rggb_crop(image, pattern, size=size), turns, flip)
 
 
 def _views_progress(progress: Callable[[int, int], None] | None, index: int) -> Callable[[int, int], None] | None:

@@ -225,8 +225,9 @@ def evaluate_model(
                     widths.append(width)
             notes = [f"mean width {np.mean(widths):.3f}"] if widths else []
             if sigma is None:  # real noise: a denoiser must not make any photo worse
-                worst = min(o - n for o, n in zip(ours.psnr, noisy_score.psnr, strict=True))
-                notes.append(f"worst image {worst:+.2f} dB over the input")
+                gains = [o - n for o, n in zip(ours.psnr, noisy_score.psnr, strict=True)]
+                below = sum(g < 0 for g in gains)
+                notes.append(f"worst image {min(gains):+.2f} dB over the input, {below} of {len(gains)} below it")
             row = EvalRow(setting, method, *ours.mean(), len(ours.psnr), time.perf_counter() - start, "; ".join(notes))
             rows.append(row)
         if baseline:

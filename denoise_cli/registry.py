@@ -68,9 +68,10 @@ class ModelCard:
     area); the engine never exceeds it, whatever --tile asks."""
     arch_args: dict[str, Any] = field(default_factory=dict)
     """Defaults; the JSON card's ``arch_args`` override them."""
-    dihedral: bool = True
-    """Flips and 90-degree turns of the input are inputs of the same kind (RGB images; not packed
-    Bayer mosaics), so ``--self-ensemble`` can average over them."""
+    packed_bayer: bool = False
+    """The input is an RGGB mosaic packed to four half-resolution planes (R, G1, G2, B): a flip or
+    turn of it is another CFA pattern, so ``--self-ensemble`` turns the full-resolution mosaic and
+    shifts it back to RGGB."""
     jpeg_qualities: tuple[int, int] | None = None
     """JPEG specialists: the estimated file qualities (inclusive) for which the task runs this
     model in place of its default when no ``--model`` is given."""
@@ -102,7 +103,7 @@ def isp_card(name: str, what: str) -> ModelCard:
     receptive field is 14 packed pixels each way, so an overlap of 64 tiles exactly."""
     summary = f"camera RAW to sRGB (demosaic, denoise; the file's white balance and colour matrix), {what}"
     return ModelCard(
-        name, "raw2rgb", "hyperisp", summary, HYPER_PAPER, scale=2, overlap=64, memory_per_pixel=2000, dihedral=False
+        name, "raw2rgb", "hyperisp", summary, HYPER_PAPER, scale=2, overlap=64, memory_per_pixel=2000, packed_bayer=True
     )
 
 
@@ -196,7 +197,7 @@ CARDS: dict[str, ModelCard] = {
             "demosaic",
             "Bayer demosaicking (any pattern, or a camera RAW), pyramid attention; corrects Malvar-He-Cutler",
             scale=2,  # packed RGGB in, full-resolution RGB out: tiles are in packed pixels
-            dihedral=False,
+            packed_bayer=True,
             overlap=8,
             max_tile=32,  # packed px (64 image px); on held-out training photos 0.05 dB above 64 and 3x faster
             memory_per_pixel=180_000,  # at most one max_tile tile at a time: the process peaked at 0.37 GB

@@ -31,9 +31,10 @@ def test_real_pairs_report_the_worst_image_against_the_input(pairs_folder: Path)
     rows = evaluate.evaluate_model({"identity": lambda x: x, "worse": lambda x: x * 0.8}, pairs_folder, [])
     by_method = {r.method: r for r in rows}
     assert by_method["input (noisy)"].images == 3
-    assert "worst image +0.00 dB" in by_method["identity"].note
+    assert "worst image +0.00 dB over the input, 0 of 3 below it" in by_method["identity"].note
     worst = float(by_method["worse"].note.split("worst image ")[1].split(" dB")[0])
     assert worst < -3.0
+    assert by_method["worse"].note.endswith("3 of 3 below it")
 
 
 def test_cbm3d_reference_on_real_pairs_is_the_best_single_sigma(

@@ -9,8 +9,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from denoise_cli import registry, weights
 from denoise_cli.cli import main
-from denoise_cli.engine import DIHEDRAL, Enhancer, _turn, _unturn
+from denoise_cli.engine import DIHEDRAL, Enhancer, _turn, _unturn, _views, turned_pattern
+from denoise_cli.raw import mosaic, pack, unpack
 
 
 def test_the_eight_views_are_distinct_and_each_turns_back() -> None:
@@ -43,12 +45,56 @@ def test_the_ensemble_keeps_a_non_square_size(tiny_weights: Path) -> None:
         assert out.shape == x.shape
 
 
-def test_cli_reports_the_ensemble_and_refuses_it_for_mosaics(tiny_weights: Path, images: Path, tmp_path: Path) -> None:
+def test_cli_reports_the_ensemble_and_refuses_it_for_the_classic_engine(
+    tiny_weights: Path, images: Path, tmp_path: Path
+) -> None:
     runner = CliRunner()
     out = str(tmp_path / "out") + "/"
     result = runner.invoke(main, ["denoise", str(images / "img0.png"), "-o", out, "--self-ensemble", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[0])["self_ensemble"] == 8
-    refused = runner.invoke(main, ["demosaic", str(images / "img0.png"), "-o", out, "--self-ensemble"])
+    refused = runner.invoke(
+        main, ["raw2rgb", str(images / "img0.png"), "-o", out, "--engine", "classic", "--self-ensemble"]
+    )
     assert refused.exit_code == 2
     assert "--self-ensemble" in refused.output
+
+
+def test_turned_patterns_follow_the_cell() -> None:
+    assert [turned_pattern(turns, flip) for turns, flip in DIHEDRAL] == [
+        "RGGB", "GBRG", "BGGR", "GRBG", "GRBG", "RGGB", "GBRG", "BGGR"
+    ]  # fmt: skip
+
+
+def test_mosaic_views_are_rggb_and_turn_back_exactly() -> None:
+    # Every view of a packed mosaic is again RGGB (a flat colour gives the same four planes), and
+    # a "network" that returns the mosaic itself gets it back in place from every view.
+    flat = torch.tensor([0.1, 0.5, 0.9]).view(1, 3, 1, 1).expand(1, 3, 10, 14)
+    for view, _ in _views(pack(mosaic(flat)), packed_bayer=True):
+        assert torch.allclose(view, torch.tensor([0.1, 0.5, 0.5, 0.9]).view(1, 4, 1, 1).expand_as(view))
+    packed = torch.rand(1, 4, 5, 7)
+    as_rgb = lambda p: unpack(p).expand(-1, 3, -1, -1)  # noqa: E731
+    for view, back in _views(packed, packed_bayer=True):
+        assert torch.equal(back(as_rgb(view)), as_rgb(packed))
+
+
+@pytest.fixture
+def tiny_demosaic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    args = {"features": 8, "blocks": 2, "in_channels": 4, "upscale": 2, "mosaic_skip": True}
+    torch.manual_seed(0)
+    folder = tmp_path / "weights"
+    weights.save(registry.build("panet", **args), folder / "panet-demosaic.safetensors", {"arch_args": args})
+    monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(folder))
+    return "panet-demosaic"
+
+
+@pytest.mark.parametrize("tile", [0, 16])
+def test_the_mosaic_ensemble_commutes_with_a_transpose(tiny_demosaic: str, tile: int) -> None:
+    # Transposing an RGGB mosaic keeps it RGGB (G1 and G2 swap places): the ensemble of the
+    # transposed mosaic is the transposed ensemble, which a single pass is not.
+    packed = torch.rand(1, 4, 24, 24, generator=torch.Generator().manual_seed(1))
+    transposed = pack(unpack(packed).transpose(-2, -1))
+    plain = Enhancer(tiny_demosaic, device="cpu", precision="fp32", tile=tile, overlap=8)
+    ensemble = Enhancer(tiny_demosaic, device="cpu", precision="fp32", tile=tile, overlap=8, self_ensemble=True)
+    assert not torch.allclose(plain(transposed), plain(packed).transpose(-2, -1), atol=1e-4)
+    assert torch.allclose(ensemble(transposed), ensemble(packed).transpose(-2, -1), atol=1e-5)
