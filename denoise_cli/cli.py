@@ -247,7 +247,7 @@ def _run_with_progress(
     def choose_model(prepared: Prepared) -> str:
         if opts["model"]:  # what the user asked for, whatever the file
             return model
-        return registry.jpeg_specialist(model, prepared.facts.get("jpeg_quality"))
+        return registry.jpeg_specialist(model, prepared.facts.get("jpeg_quality"), prepared.picture.gray)
 
     process = image_processor(make_enhancer, choose_model, task.reader, options, opts["quality"], on_tiles, strength)
 

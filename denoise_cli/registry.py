@@ -75,6 +75,8 @@ class ModelCard:
     jpeg_qualities: tuple[int, int] | None = None
     """JPEG specialists: the estimated file qualities (inclusive) for which the task runs this
     model in place of its default when no ``--model`` is given."""
+    jpeg_gray: bool = False
+    """A JPEG specialist for greyscale files: it runs only on them, ahead of a colour specialist."""
 
     @property
     def weights_path(self) -> Path:
@@ -217,6 +219,15 @@ CARDS: dict[str, ModelCard] = {
             **PANET_RGB_TILING,
         ),
         panet_card(
+            "panet-deblock-q10-gray",
+            "deblock",
+            "JPEG artefact removal for greyscale files at quality 8-12 (the paper's grey per-quality model), pyramid"
+            f" attention; runs by default on grey files estimated at quality {Q10_QUALITIES[0]}-{Q10_QUALITIES[1]}",
+            jpeg_qualities=Q10_QUALITIES,
+            jpeg_gray=True,
+            **PANET_RGB_TILING,
+        ),
+        panet_card(
             "panet-denoise",
             "denoise",
             "blind colour Gaussian denoising (sigma 0-55), pyramid attention",
@@ -265,22 +276,24 @@ def resolve(name: str, scale: int | None = None, task: str | None = None) -> str
     return name
 
 
-def jpeg_specialist(default: str, quality: int | None) -> str:
+def jpeg_specialist(default: str, quality: int | None, gray: bool = False) -> str:
     """The model to run on a file of estimated JPEG ``quality`` instead of the task's
-    ``default``: a card of the same task made for that quality whose weights ship, else ``default``."""
+    ``default``: a card of the same task made for that quality whose weights ship (for a
+    greyscale file a grey specialist first), else ``default``."""
     if quality is None:
         return default
     task = card(default).task
-    for found in CARDS.values():
-        qualities = found.jpeg_qualities
-        if (
-            qualities is not None
-            and found.task == task
-            and qualities[0] <= quality <= qualities[1]
-            and found.weights_path.is_file()
-        ):
-            return found.name
-    return default
+    fits = [
+        found
+        for found in CARDS.values()
+        if found.jpeg_qualities is not None
+        and found.task == task
+        and found.jpeg_qualities[0] <= quality <= found.jpeg_qualities[1]
+        and (gray or not found.jpeg_gray)
+        and found.weights_path.is_file()
+    ]
+    fits.sort(key=lambda found: found.jpeg_gray != gray)
+    return fits[0].name if fits else default
 
 
 def build(arch: str, **arch_args: Any) -> nn.Module:

@@ -31,6 +31,7 @@ def register_tiny(
     task: str,
     scale: int = 1,
     jpeg_qualities: tuple[int, int] | None = None,
+    jpeg_gray: bool = False,
     **arch_args: Any,
 ) -> None:
     """A tiny random PANet as model ``name``; small attention tiles keep the tests fast."""
@@ -39,8 +40,9 @@ def register_tiny(
     folder = tmp_path / "weights"
     weights.save(registry.build("panet", **args), folder / f"{name}.safetensors", {"arch_args": args})
     card = registry.ModelCard(
-        name, task, "panet", "test", "test", scale=scale, overlap=8, max_tile=32, jpeg_qualities=jpeg_qualities
-    )
+        name, task, "panet", "test", "test", scale=scale, overlap=8, max_tile=32, jpeg_qualities=jpeg_qualities,
+        jpeg_gray=jpeg_gray,
+    )  # fmt: skip
     monkeypatch.setitem(registry.CARDS, name, card)
     monkeypatch.setenv("DENOISE_WEIGHTS_DIR", str(folder))
 
@@ -90,6 +92,32 @@ def test_deblock_runs_the_specialist_for_low_quality_files_unless_a_model_is_nam
     assert models_run("--quality-factor", "10") == dict.fromkeys(("q8", "q12", "q13", "q50"), low)
     (tmp_path / "weights" / "deblock-tiny-low.safetensors").unlink()  # a specialist that does not ship
     assert set(models_run().values()) == {blind}
+
+
+def test_greyscale_jpegs_get_the_grey_specialist_colour_ones_never(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(TASKS, "deblock", dataclasses.replace(TASKS["deblock"], default_model="deblock-tiny"))
+    register_tiny(tmp_path, monkeypatch, "deblock-tiny", "deblock", image_skip=True)
+    register_tiny(tmp_path, monkeypatch, "deblock-tiny-gray", "deblock", jpeg_qualities=(1, 12), jpeg_gray=True)
+    register_tiny(tmp_path, monkeypatch, "deblock-tiny-low", "deblock", jpeg_qualities=(1, 12), image_skip=True)
+    colour = photo(24, 32)
+    Image.fromarray(colour).save(tmp_path / "colour10.jpg", quality=10)
+    Image.fromarray(colour).convert("L").save(tmp_path / "grey10.jpg", quality=10)
+    Image.fromarray(colour).convert("L").save(tmp_path / "grey50.jpg", quality=50)
+    names = ("colour10", "grey10", "grey50")
+
+    def models_run() -> dict[str, str]:
+        inputs = [str(tmp_path / f"{name}.jpg") for name in names]
+        result = run("deblock", *inputs, "--json", "--on-exists", "overwrite")
+        assert result.exit_code == 0, result.stderr
+        return {Path(r["input"]).stem: r["model"] for r in map(json.loads, result.stdout.splitlines())}
+
+    assert models_run() == {"colour10": "deblock-tiny-low", "grey10": "deblock-tiny-gray", "grey50": "deblock-tiny"}
+    with Image.open(tmp_path / "grey10_deblocked.jpg") as im:
+        assert im.mode == "L"
+    (tmp_path / "weights" / "deblock-tiny-gray.safetensors").unlink()  # without it, the colour specialist
+    assert models_run()["grey10"] == "deblock-tiny-low"
 
 
 @pytest.fixture

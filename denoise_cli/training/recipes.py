@@ -327,6 +327,14 @@ RECIPES: dict[str, Recipe] = {
         "JPEG qualities 8-12 (libjpeg via Pillow, 4:2:0), a quarter of the patches grey: the paper's per-quality"
         f" model for q10, picked by `denoise deblock` when a file's estimated quality is <= {Q10_QUALITIES[1]}",
     ),
+    # Grey files at the q10 qualities (Classic5's kind): the paper's CAR models are grey models.
+    # Fine-tuned from panet-deblock-q10 (--init weights/panet-deblock-q10.safetensors --finetune).
+    "panet-deblock-q10-gray": panet_rgb_recipe(
+        "panet-deblock-q10-gray",
+        jpeg((8, 12), gray_fraction=1.0),
+        "grey JPEGs at qualities 8-12 (libjpeg via Pillow, one component), as R = G = B: the grey per-quality"
+        f" model, picked by `denoise deblock` for greyscale files estimated at quality <= {Q10_QUALITIES[1]}",
+    ),
     "panet-denoise": panet_rgb_recipe(
         "panet-denoise",
         awgn((0.0, 55.0)),
