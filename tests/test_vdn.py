@@ -32,10 +32,7 @@ def neighbour_correlation(r: torch.Tensor) -> float:
     return correlation(r[..., :-1], r[..., 1:])
 
 
-def only(
-    monkeypatch: pytest.MonkeyPatch, jpeg: float = 0.0, awgn: float = 0.0, reduction: float = 0.0, sharp: float = 0.0
-) -> None:
-    monkeypatch.setattr(realnoise, "SHARP_FRACTION", sharp)
+def only(monkeypatch: pytest.MonkeyPatch, jpeg: float = 0.0, awgn: float = 0.0, reduction: float = 0.0) -> None:
     monkeypatch.setattr(realnoise, "NR_FRACTION", reduction)
     monkeypatch.setattr(realnoise, "JPEG_FRACTION", jpeg)
     monkeypatch.setattr(realnoise, "AWGN_FRACTION", awgn)
@@ -80,18 +77,6 @@ def test_the_optics_blur_keeps_demosaicking_errors_out_of_the_target(monkeypatch
     assert errors[0.0] > 0.05
     # Behind the optics the same demosaicker is nearly exact, so the target holds no such patterns.
     assert errors[1.0] < errors[0.0] / 4
-
-
-def test_a_share_of_the_images_keeps_pixel_sharp_texture(monkeypatch: pytest.MonkeyPatch) -> None:
-    only(monkeypatch, sharp=0.5)
-    monkeypatch.setattr(realnoise, "SHOT_RANGE", (1e-12, 1.0001e-12))
-    monkeypatch.setattr(realnoise, "OPTICS_SIGMA", (1.0, 1.0))
-    monkeypatch.setattr(realnoise, "SHARP_SIGMA", (0.0, 0.0))
-    textured = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
-    _, target = realnoise.camera_noise(textured, torch.Generator().manual_seed(0))
-    detail = (target - gaussian_blur(target, torch.full((40,), 1.0)))[..., 4:-4, 4:-4].std(dim=(1, 2, 3))
-    sharp = detail > 2 * detail.min()  # a 1-px blur leaves a fraction of the pixel-level texture
-    assert 10 <= int(sharp.sum()) <= 30
 
 
 def test_camera_noise_grows_with_the_shot_level(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,13 +5,10 @@ floor (read noise), is spread over neighbouring pixels and colours by demosaicki
 the tone curve and reshaped by JPEG. So each clean training crop is
 
 0. softened by the camera's optics (lens and anti-aliasing filter: a Gaussian of
-   ``OPTICS_SIGMA`` px). Training photos are down-scaled and sharp to the pixel, which few
-   sensors see; mosaicking and demosaicking them left errors (std 7 of 255 with Malvar, 13
+   ``OPTICS_SIGMA`` px). Training photos are down-scaled and sharp to the pixel, which no
+   sensor sees; mosaicking and demosaicking them left errors (std 7 of 255 with Malvar, 13
    bilinear, on BSDS crops) larger than much camera noise in the targets, and a model learns
-   such colour patterns as content, real noise among them. ``SHARP_FRACTION`` of the images
-   get a light blur (``SHARP_SIGMA``) instead: sharp lenses on sensors with a weak or no
-   anti-aliasing filter keep fine regular texture (mesh, fabric) near the pixel pitch, which
-   a model that never saw it in a target smooths away as noise,
+   such colour patterns as content, real noise among them,
 1. unprocessed to linear camera RAW with a random camera (Brooks et al. 2019; the raw2rgb
    code in ``unprocess``),
 2. given Poisson-Gaussian sensor noise, variance ``shot * x + read``, with the shot level
@@ -48,8 +45,6 @@ SHOT_RANGE = (1e-4, 2e-2)
 OPTICS_SIGMA = (0.6, 1.2)
 """Gaussian width (pixels) of the optics' blur on the clean photo, uniform per image; after 0.7 px
 the demosaicking errors are 2 (Malvar) and 5 (bilinear) of 255, after 1.0 px 1.3 and 3.1."""
-SHARP_FRACTION = 0.25
-SHARP_SIGMA = (0.0, 0.6)
 MALVAR_FRACTION = 0.75
 NR_FRACTION = 0.5
 NR_CHROMA_SIGMA = (0.5, 2.5)
@@ -61,8 +56,7 @@ AWGN_FRACTION = 0.15
 AWGN_SIGMA = (0.0, 50.0)
 
 RANGES = [
-    f"optics: the clean photo blurred by a Gaussian of sigma {OPTICS_SIGMA} px before the camera;"
-    f" {SHARP_FRACTION:.0%} of the images (sharp optics) by {SHARP_SIGMA} px instead",
+    f"optics: the clean photo blurred by a Gaussian of sigma {OPTICS_SIGMA} px before the camera",
     f"shot-noise variance log-uniform in {SHOT_RANGE} (linear RAW, [0, 1]); read variance"
     " ln(read) = 2.18 ln(shot) + 1.20 + N(0, 0.26^2) (Brooks et al.)",
     "camera: Brooks et al.'s white-balance gains, digital gain and a random mix of four cameras' colour matrices",
@@ -126,8 +120,7 @@ def camera_noise(clean: torch.Tensor, generator: torch.Generator) -> tuple[torch
     rgb = _even(_check_rgb(clean))
     count = rgb.shape[0]
     optics = torch.empty(count).uniform_(*OPTICS_SIGMA, generator=generator)
-    sharp = torch.empty(count).uniform_(*SHARP_SIGMA, generator=generator)
-    rgb = gaussian_blur(rgb, torch.where(_fraction(generator, count, SHARP_FRACTION), sharp, optics))
+    rgb = gaussian_blur(rgb, optics)
     camera = random_camera(generator, count, SHOT_RANGE)
     malvar = _fraction(generator, count, MALVAR_FRACTION)
     reduce = _fraction(generator, count, NR_FRACTION)
