@@ -1,7 +1,7 @@
 """Quality regression of the shipped PANet weights on small crops, by ``denoise eval``'s code.
 
 Demosaicking: 128-px centre crops of three McMaster images, a margin over our Malvar-He-Cutler
-measured in the same run. Deblocking (the blind model and the q10 one): 128-px centre crops of
+measured in the same run. Deblocking (the blind model and the q10 ones, colour and grey): 128-px centre crops of
 three Classic5 images at JPEG quality 10, a margin over the JPEG input. All also keep the PSNR
 the shipped weights gave on these crops when they were committed (minus 0.15 dB).
 """
@@ -24,6 +24,7 @@ COMMITTED = {
     "panet-demosaic": 34.59,  # weights/panet-demosaic.safetensors (4477 + 2623 + 4543 steps), 2026-11-28; Malvar 32.81
     "panet-deblock": 27.18,  # weights/panet-deblock.safetensors (6000 steps), 2026-11-27; JPEG q10 26.31
     "panet-deblock-q10": 27.68,  # weights/panet-deblock-q10.safetensors (6000 + 3386 steps), 2026-11-28
+    "panet-deblock-q10-gray": 27.83,  # weights/panet-deblock-q10-gray.safetensors (+ 3638 grey steps), 2026-12-07
 }
 
 pytestmark = pytest.mark.skipif(not VAL.is_dir(), reason="../shared/data/val is not beside the checkout")
@@ -42,7 +43,7 @@ def test_shipped_demosaicking_beats_malvar_on_mcmaster_crops() -> None:
     assert psnr["panet-demosaic"] > COMMITTED["panet-demosaic"] - 0.15
 
 
-@pytest.mark.parametrize("name", ["panet-deblock", "panet-deblock-q10"])
+@pytest.mark.parametrize("name", ["panet-deblock", "panet-deblock-q10", "panet-deblock-q10-gray"])
 def test_shipped_deblocking_beats_the_jpeg_input_on_classic5_crops(name: str) -> None:
     rows = evaluate_deblock(shipped(name), name, VAL / "Classic5", [10], crop=128, limit=3)
     psnr = {row.method: row.psnr for row in rows}
