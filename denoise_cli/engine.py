@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from . import registry
 from .device import autocast, cpu_name, fastest_precision, pick_device, set_threads
-from .raw import from_rggb_crop, pack, to_rggb, unpack
 from .tiling import run_tiled
 
 log = logging.getLogger(__name__)
@@ -194,6 +193,8 @@ def _unturn(image: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
 
 def _views(image: torch.Tensor, packed_bayer: bool) -> Iterator[tuple[torch.Tensor, Callable[..., torch.Tensor]]]:
     """The 8 dihedral views of a model input, each with the function that turns a result on it back."""
+    from .raw import pack, to_rggb, unpack
+
     for turns, flip in DIHEDRAL:
         if not packed_bayer:
             yield _turn(image, turns, flip), partial(_unturn, turns=turns, flip=flip)
@@ -212,6 +213,8 @@ def turned_pattern(turns: int, flip: bool) -> str:
 
 def _unturn_mosaic(image: torch.Tensor, pattern: str, size: tuple[int, int], turns: int, flip: bool) -> torch.Tensor:
     """Undo a mosaic view on the model's full-resolution result: the RGGB shift, then the turn."""
+    from .raw import from_rggb_crop
+
     return _unturn(from_rggb_crop(image, pattern, size=size), turns, flip)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,13 @@ def test_deblock_reports_the_jpeg_quality_of_each_file(tmp_path: Path, monkeypat
         assert im.size == (56, 40)
 
 
+def deblock_models(inputs: list[str], *args: str) -> dict[str, str]:
+    """The model ``denoise deblock`` ran on each input (by file stem)."""
+    result = run("deblock", *inputs, "--json", "--on-exists", "overwrite", *args)
+    assert result.exit_code == 0, result.stderr
+    return {Path(r["input"]).stem: r["model"] for r in map(json.loads, result.stdout.splitlines())}
+
+
 def test_deblock_runs_the_specialist_for_low_quality_files_unless_a_model_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,11 +88,7 @@ def test_deblock_runs_the_specialist_for_low_quality_files_unless_a_model_is_nam
     for quality in (8, 12, 13, 50):
         Image.fromarray(photo(24, 32, seed=quality)).save(tmp_path / f"q{quality}.jpg", quality=quality)
     inputs = [str(tmp_path / f"q{quality}.jpg") for quality in (8, 12, 13, 50)]
-
-    def models_run(*args: str) -> dict[str, str]:
-        result = run("deblock", *inputs, "--json", "--on-exists", "overwrite", *args)
-        assert result.exit_code == 0, result.stderr
-        return {Path(r["input"]).stem: r["model"] for r in map(json.loads, result.stdout.splitlines())}
+    models_run = partial(deblock_models, inputs)
 
     low, blind = "deblock-tiny-low", "deblock-tiny"
     assert models_run() == {"q8": low, "q12": low, "q13": blind, "q50": blind}
@@ -105,13 +109,7 @@ def test_greyscale_jpegs_get_the_grey_specialist_colour_ones_never(
     Image.fromarray(colour).save(tmp_path / "colour10.jpg", quality=10)
     Image.fromarray(colour).convert("L").save(tmp_path / "grey10.jpg", quality=10)
     Image.fromarray(colour).convert("L").save(tmp_path / "grey50.jpg", quality=50)
-    names = ("colour10", "grey10", "grey50")
-
-    def models_run() -> dict[str, str]:
-        inputs = [str(tmp_path / f"{name}.jpg") for name in names]
-        result = run("deblock", *inputs, "--json", "--on-exists", "overwrite")
-        assert result.exit_code == 0, result.stderr
-        return {Path(r["input"]).stem: r["model"] for r in map(json.loads, result.stdout.splitlines())}
+    models_run = partial(deblock_models, [str(tmp_path / f"{name}.jpg") for name in ("colour10", "grey10", "grey50")])
 
     assert models_run() == {"colour10": "deblock-tiny-low", "grey10": "deblock-tiny-gray", "grey50": "deblock-tiny"}
     with Image.open(tmp_path / "grey10_deblocked.jpg") as im:
