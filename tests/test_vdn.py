@@ -15,11 +15,11 @@ from PIL import Image
 from denoise_cli import registry, weights
 from denoise_cli.cli import main
 from denoise_cli.flops import count_macs
-from denoise_cli.models.vdn import VDN
-from denoise_cli.training import realnoise
+from denoise_cli.models.vdn import VDN, local_variance
+from denoise_cli.training import realnoise, residual_cap
 from denoise_cli.training.degrade import gaussian_blur
 from denoise_cli.training.noisestats import correlation
-from denoise_cli.training.objectives import local_variance, variational
+from denoise_cli.training.objectives import variational
 
 TINY = {"features": 4, "sigma_features": 4, "sigma_layers": 3, "hidden": 2}
 
@@ -188,6 +188,46 @@ def test_noise_estimate_in_strips_equals_the_whole_image_estimate() -> None:
     assert strips == pytest.approx(whole, abs=0.05 * whole)
 
 
+def test_residual_cap_scales_down_only_removal_stronger_than_the_estimated_noise() -> None:
+    net = VDN(**TINY, residual_cap=1.5)
+    variance = torch.tensor([0.01])  # sigma 0.1: removal up to RMS 0.15 passes
+    strong, weak = torch.full((1, 3, 16, 16), 0.3), torch.full((1, 3, 16, 16), 0.1)
+    assert torch.allclose(net.cap(strong, variance), torch.full_like(strong, 0.15))
+    assert torch.equal(net.cap(weak, variance), weak)
+    spot = weak.clone()
+    spot[..., :4, :4] = 1.0  # structure removed in one corner: only its neighbourhood is scaled down
+    capped = net.cap(spot, variance)
+    assert float(capped[..., :4, :4].max()) < 0.5
+    assert torch.equal(capped[..., 10:, 10:], spot[..., 10:, 10:])
+
+
+def test_tiles_are_capped_against_the_whole_images_noise_level() -> None:
+    torch.manual_seed(0)
+    net = VDN(**TINY, residual_cap=0.01).eval()  # tight enough to act on an untrained network
+    image = torch.rand(1, 3, 64, 48) * torch.linspace(0.2, 1.0, 64).view(1, 1, 64, 1)
+    with torch.no_grad():
+        whole = float(net.noise_level(image)[0])
+        net.decide(image)
+        assert float(net.level[0]) == pytest.approx(whole, rel=1e-4)
+        top = image[..., :32, :]
+        assert float(net.noise_level(top)[0]) != pytest.approx(whole, rel=1e-3)
+        residual = net.dnet(top)[:, :3]
+        assert torch.equal(net(top), top + net.cap(residual, net.level))
+        assert not torch.allclose(net(top), top + net.cap(residual, net.noise_level(top)))
+
+
+def test_residual_cap_0_is_off_and_a_tiny_cap_keeps_the_input() -> None:
+    torch.manual_seed(0)
+    plain = VDN(**TINY).eval()
+    tight = VDN(**TINY, residual_cap=1e-4).eval()
+    tight.load_state_dict(plain.state_dict())
+    image = torch.rand(1, 3, 24, 24)  # a multiple of the U-Net's size: no padding
+    with torch.no_grad():
+        assert torch.allclose(plain(image), plain.posterior(image)[0])
+        assert not torch.allclose(plain(image), image, atol=1e-3)
+        assert torch.allclose(tight(image), image, atol=1e-3)
+
+
 # ------------------------------------------------------------------------------------ objective
 
 
@@ -281,3 +321,12 @@ def test_noise_statistics_tell_white_from_correlated_noise() -> None:
     stats = residual_stats(clean + smeared, clean)
     assert stats["neighbour"] > 0.3 and stats["colour"] > 0.3
     assert stats["mid"] == pytest.approx(stats["std"]) and stats["dark"] != stats["dark"]  # only mid-grey: NaN
+
+
+def test_residual_cap_choice_is_the_tightest_within_the_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
+    curve = {0.0: 30.0, 1.0: 29.5, 1.1: 29.9, 1.2: 29.985, 1.3: 29.999}
+    monkeypatch.setattr(residual_cap, "held_out_psnr", lambda trainer, path, cap: curve.get(cap, 30.0))
+    cap, scores = residual_cap.choose_cap(None, Path("unused"))
+    assert cap == 1.2 and list(scores) == [0.0, 1.0, 1.1, 1.2]
+    monkeypatch.setattr(residual_cap, "held_out_psnr", lambda trainer, path, cap: 30.0 if cap == 0 else 29.0)
+    assert residual_cap.choose_cap(None, Path("unused"))[0] == 0.0  # no cap is cheap enough: none

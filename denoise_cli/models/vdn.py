@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics import gaussian_blur
 from .hyperconv import HyperConv2d
 from .hyperisp import Block, Conv, conv_factory
 from .layers import pad_to_multiple
@@ -32,6 +33,15 @@ from .layers import pad_to_multiple
 # VDN clamps the log of every variance parameter to this range (its code: log(1e-10) .. log(1e4)).
 LOG_MIN, LOG_MAX = -23.0, 9.2
 SIZE_MULTIPLE = 8  # H/8 at the bottom of the U-Net: inputs are padded to this
+VDN_WINDOW = 7
+"""p: the window of the noise-variance prior (VDN's radius 3)."""
+
+
+def local_variance(residual: torch.Tensor, window: int = VDN_WINDOW) -> torch.Tensor:
+    """xi: the squared noise averaged over a ``window`` x ``window`` Gaussian window (std window / 2 - 0.5)
+    per channel, VDN's estimate of the true noise variance map from a (noisy, clean) pair."""
+    squared = F.pad(residual**2, (window // 2,) * 4, mode="reflect")
+    return gaussian_blur(squared, window, window / 2 - 0.5)
 
 
 class Down(nn.Module):
@@ -107,7 +117,11 @@ class SNet(nn.Module):
 
 
 class VDN(nn.Module):
-    """The denoiser; ``posterior`` gives what VDN's variational objective needs."""
+    """The denoiser; ``posterior`` gives what VDN's variational objective needs.
+
+    ``residual_cap`` > 0 bounds what ``forward`` removes by the image's noise level (``cap``);
+    training never uses it (the objective reads ``posterior``).
+    """
 
     def __init__(
         self,
@@ -117,8 +131,11 @@ class VDN(nn.Module):
         hyper: bool = True,
         code_dim: int = 16,
         hidden: int = 4,
+        residual_cap: float = 0.0,
     ) -> None:
         super().__init__()
+        self.residual_cap = residual_cap
+        self.level: torch.Tensor | None = None  # the image's noise level for the cap, set by decide()
         conv = conv_factory(hyper, code_dim, hidden)
         self.dnet = DNet(features, conv)
         self.snet = SNet(sigma_features, sigma_layers, conv)
@@ -140,17 +157,43 @@ class VDN(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         padded, height, width = self._pad(y)
-        return (padded + self.dnet(padded)[:, :3])[..., :height, :width]
+        residual = self.dnet(padded)[:, :3]
+        if self.residual_cap > 0:
+            level = self.level if self.level is not None else self.noise_level(padded)
+            residual = self.cap(residual, level)
+        return (padded + residual)[..., :height, :width]
+
+    def cap(self, residual: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Noise consistency: where what D-Net removes is locally stronger (RMS over VDN's window,
+        averaged over the colours) than ``residual_cap`` times the image's typical noise
+        (``level``, (N,) variances), it is removing image structure too, so the removal is
+        scaled down to that bound.
+
+        The bound is per image, not S-Net's local map: S-Net reads fine texture near the pixel
+        pitch (a mesh, a fabric) as strong noise, which is the very place the cap is for.
+        """
+        energy = local_variance(residual.float()).mean(1, keepdim=True)
+        bound = self.residual_cap**2 * level.float().view(-1, 1, 1, 1)
+        return residual * (bound / energy.clamp_min(1e-12)).sqrt().clamp(max=1.0).to(residual.dtype)
+
+    def _noise_variance(self, padded: torch.Tensor) -> torch.Tensor:
+        """The mode beta / (alpha + 1) of S-Net's inverse gamma posterior, fp32."""
+        s = self.snet(padded).clamp(LOG_MIN, LOG_MAX).float()
+        return s[:, 3:].exp() / (s[:, :3].exp() + 1.0)
 
     def noise_sigma(self, y: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) estimated noise standard deviation: sqrt of the IG posterior's mode beta / (alpha + 1)."""
         padded, height, width = self._pad(y)
-        s = self.snet(padded).clamp(LOG_MIN, LOG_MAX).float()
-        variance = s[:, 3:].exp() / (s[:, :3].exp() + 1.0)
-        return variance.sqrt()[..., :height, :width]
+        return self._noise_variance(padded).sqrt()[..., :height, :width]
+
+    def noise_level(self, y: torch.Tensor) -> torch.Tensor:
+        """(N,) the image's typical noise variance: the median over its pixels of S-Net's
+        variance map, averaged over the colours."""
+        return self.noise_sigma(y).square().mean(1).flatten(1).median(dim=1).values
 
     def decide(self, image: torch.Tensor) -> dict[str, float]:
-        """Whole-image facts before tiling: the mean estimated noise sigma, in 8-bit units.
+        """Whole-image facts before tiling: the mean estimated noise sigma, in 8-bit units; with a
+        residual cap, also the image's noise level that every tile is then capped against.
 
         S-Net's receptive field is small, so large images are estimated in strips of rows.
         """
@@ -158,6 +201,12 @@ class VDN(nn.Module):
         edges = [*range(0, height, 512), height]
         if len(edges) > 2 and height - edges[-2] < 64:  # no thin last strip: join it to the one before
             del edges[-2]
-        total = sum(float(self.noise_sigma(image[..., a:b, :]).sum()) for a, b in itertools.pairwise(edges))
+        total, variances = 0.0, []
+        for a, b in itertools.pairwise(edges):
+            sigma = self.noise_sigma(image[..., a:b, :])
+            total += float(sigma.sum())
+            variances.append(sigma.square().mean(1).flatten(1))
+        if self.residual_cap > 0:  # every tile is then capped against the whole image's level
+            self.level = torch.cat(variances, dim=1).median(dim=1).values
         count = image.shape[0] * 3 * image.shape[-2] * image.shape[-1]
         return {"noise_sigma": round(255.0 * total / count, 2)}

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import gaussian_blur
 from ..models.ddsnet import CHANNEL_STEP
+from ..models.vdn import VDN_WINDOW, local_variance
 from .degrade import imresize
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -245,17 +245,8 @@ def width_gate(
     return F.cross_entropy(model.gate(inputs).float(), labels)
 
 
-VDN_WINDOW = 7
-"""p: the window of the noise-variance prior (VDN's radius 3)."""
 VDN_EPS2 = 1e-6
 """eps_0^2: the prior variance of the clean image around the ground truth (VDN's value for real noise)."""
-
-
-def local_variance(residual: torch.Tensor, window: int = VDN_WINDOW) -> torch.Tensor:
-    """xi: the squared noise averaged over a ``window`` x ``window`` Gaussian window (std window / 2 - 0.5)
-    per channel, VDN's estimate of the true noise variance map from a (noisy, clean) pair."""
-    squared = F.pad(residual**2, (window // 2,) * 4, mode="reflect")
-    return gaussian_blur(squared, window, window / 2 - 0.5)
 
 
 def variational(
