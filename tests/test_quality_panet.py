@@ -21,7 +21,7 @@ VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "val"
 # PSNR of the shipped weights on these crops (fp32, on the card's attention tiles), measured with
 # this file's computation when the weights were committed.
 COMMITTED = {
-    "panet-demosaic": 34.59,  # weights/panet-demosaic.safetensors (4477 + 2623 + 4543 steps), 2026-11-28; Malvar 32.81
+    "panet-demosaic": 34.78,  # weights/panet-demosaic.safetensors (four cosines, 15243 steps), 2026-12-07; Malvar 32.81
     "panet-deblock": 27.18,  # weights/panet-deblock.safetensors (6000 steps), 2026-11-27; JPEG q10 26.31
     "panet-deblock-q10": 27.68,  # weights/panet-deblock-q10.safetensors (6000 + 3386 steps), 2026-11-28
     "panet-deblock-q10-gray": 27.83,  # weights/panet-deblock-q10-gray.safetensors (+ 3638 grey steps), 2026-12-07
