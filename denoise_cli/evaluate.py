@@ -21,7 +21,6 @@ on the Y channel with ``scale`` border pixels shaved; bicubic up-scaling is the 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -488,7 +487,6 @@ def save_metrics(enhancer: Any, rows: list[EvalRow], precision: str) -> None:
     """
     from . import registry, weights
     from .flops import size_facts
-    from .fsutil import atomic_write_bytes
 
     path = enhancer.weights_path or enhancer.card.weights_path
     card = weights.read_card(path)
@@ -511,4 +509,4 @@ def save_metrics(enhancer: Any, rows: list[EvalRow], precision: str) -> None:
     metrics["summary"] = ", ".join(headline[:4])
     fresh = registry.build_from_card(enhancer.name, card).eval()
     card.update(size_facts(fresh, enhancer.card.max_tile))
-    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
+    weights.write_card(path, card)

@@ -23,6 +23,11 @@ def save(model: nn.Module, path: Path, card: dict[str, Any], dtype: torch.dtype 
 
     state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save_bytes(state))
+    write_card(path, card)
+
+
+def write_card(path: Path, card: dict[str, Any]) -> None:
+    """(Re)write the JSON card beside a weights file, atomically."""
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
 
 

@@ -325,8 +325,8 @@ def test_noise_statistics_tell_white_from_correlated_noise() -> None:
 
 def test_residual_cap_choice_is_the_tightest_within_the_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
     curve = {0.0: 30.0, 1.0: 29.5, 1.1: 29.9, 1.2: 29.985, 1.3: 29.999}
-    monkeypatch.setattr(residual_cap, "held_out_psnr", lambda trainer, path, cap: curve.get(cap, 30.0))
-    cap, scores = residual_cap.choose_cap(None, Path("unused"))
+    monkeypatch.setattr(residual_cap, "held_out_psnr", lambda trainer, model, cap: curve.get(cap, 30.0))
+    cap, scores = residual_cap.choose_cap(None, None)
     assert cap == 1.2 and list(scores) == [0.0, 1.0, 1.1, 1.2]
-    monkeypatch.setattr(residual_cap, "held_out_psnr", lambda trainer, path, cap: 30.0 if cap == 0 else 29.0)
-    assert residual_cap.choose_cap(None, Path("unused"))[0] == 0.0  # no cap is cheap enough: none
+    monkeypatch.setattr(residual_cap, "held_out_psnr", lambda trainer, model, cap: 30.0 if cap == 0 else 29.0)
+    assert residual_cap.choose_cap(None, None)[0] == 0.0  # no cap is cheap enough: none

@@ -176,20 +176,21 @@ class VDN(nn.Module):
         bound = self.residual_cap**2 * level.float().view(-1, 1, 1, 1)
         return residual * (bound / energy.clamp_min(1e-12)).sqrt().clamp(max=1.0).to(residual.dtype)
 
-    def _noise_variance(self, padded: torch.Tensor) -> torch.Tensor:
-        """The mode beta / (alpha + 1) of S-Net's inverse gamma posterior, fp32."""
+    def noise_variance(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) estimated noise variance, fp32: the mode beta / (alpha + 1) of S-Net's
+        inverse gamma posterior."""
+        padded, height, width = self._pad(y)
         s = self.snet(padded).clamp(LOG_MIN, LOG_MAX).float()
-        return s[:, 3:].exp() / (s[:, :3].exp() + 1.0)
+        return (s[:, 3:].exp() / (s[:, :3].exp() + 1.0))[..., :height, :width]
 
     def noise_sigma(self, y: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) estimated noise standard deviation: sqrt of the IG posterior's mode beta / (alpha + 1)."""
-        padded, height, width = self._pad(y)
-        return self._noise_variance(padded).sqrt()[..., :height, :width]
+        """(N, 3, H, W) estimated noise standard deviation."""
+        return self.noise_variance(y).sqrt()
 
     def noise_level(self, y: torch.Tensor) -> torch.Tensor:
         """(N,) the image's typical noise variance: the median over its pixels of S-Net's
         variance map, averaged over the colours."""
-        return self.noise_sigma(y).square().mean(1).flatten(1).median(dim=1).values
+        return _median_level([self.noise_variance(y)])
 
     def decide(self, image: torch.Tensor) -> dict[str, float]:
         """Whole-image facts before tiling: the mean estimated noise sigma, in 8-bit units; with a
@@ -203,10 +204,17 @@ class VDN(nn.Module):
             del edges[-2]
         total, variances = 0.0, []
         for a, b in itertools.pairwise(edges):
-            sigma = self.noise_sigma(image[..., a:b, :])
-            total += float(sigma.sum())
-            variances.append(sigma.square().mean(1).flatten(1))
+            variance = self.noise_variance(image[..., a:b, :])
+            total += float(variance.sqrt().sum())
+            if self.residual_cap > 0:
+                variances.append(variance.mean(1, keepdim=True))  # one plane per strip, not three
         if self.residual_cap > 0:  # every tile is then capped against the whole image's level
-            self.level = torch.cat(variances, dim=1).median(dim=1).values
+            self.level = _median_level(variances)
         count = image.shape[0] * 3 * image.shape[-2] * image.shape[-1]
         return {"noise_sigma": round(255.0 * total / count, 2)}
+
+
+def _median_level(variances: list[torch.Tensor]) -> torch.Tensor:
+    """(N,) the median over all pixels of (N, C, H_i, W) variance maps (strips of one image),
+    averaged over the colours."""
+    return torch.cat([v.mean(1).flatten(1) for v in variances], dim=1).median(dim=1).values

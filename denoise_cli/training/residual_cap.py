@@ -10,11 +10,11 @@ texture that S-Net mistakes for noise; the tolerance keeps it from leaving synth
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 from .. import registry, weights
+from ..models.vdn import VDN
 from .loop import Trainer
 from .recipes import RECIPES
 
@@ -23,17 +23,16 @@ TOLERANCE = 0.02
 """dB the cap may cost on the held-out synthesis."""
 
 
-def held_out_psnr(trainer: Trainer, path: Path, cap: float) -> float:
-    model = registry.build(trainer.recipe.arch, **{**trainer.recipe.arch_args, "residual_cap": cap})
-    weights.load_into(model, path)
+def held_out_psnr(trainer: Trainer, model: VDN, cap: float) -> float:
+    model.residual_cap = cap
     return next(iter(trainer.monitor(model).values()))
 
 
-def choose_cap(trainer: Trainer, path: Path) -> tuple[float, dict[float, float]]:
+def choose_cap(trainer: Trainer, model: VDN) -> tuple[float, dict[float, float]]:
     """The tightest cap within TOLERANCE of the uncapped PSNR, and every score measured."""
-    scores = {0.0: held_out_psnr(trainer, path, 0.0)}
+    scores = {0.0: held_out_psnr(trainer, model, 0.0)}
     for cap in CAPS:
-        scores[cap] = held_out_psnr(trainer, path, cap)
+        scores[cap] = held_out_psnr(trainer, model, cap)
         if scores[cap] >= scores[0.0] - TOLERANCE:
             return cap, scores
     return 0.0, scores
@@ -45,7 +44,9 @@ def main() -> None:
     parser.add_argument("weights", type=Path)
     args = parser.parse_args()
     trainer = Trainer(RECIPES[args.recipe], Path(tempfile.mkdtemp()))
-    cap, scores = choose_cap(trainer, args.weights)
+    model = registry.build(trainer.recipe.arch, **trainer.recipe.arch_args)
+    weights.load_into(model, args.weights)
+    cap, scores = choose_cap(trainer, model)
     name = next(iter(trainer.recipe.monitor))
     measured = ", ".join(f"{k:g}: {v:.3f}" for k, v in scores.items())
     print(f"held-out '{name}' PSNR by cap (0 = none): {measured}\nchosen: {cap:g}")
@@ -53,7 +54,7 @@ def main() -> None:
     card["arch_args"]["residual_cap"] = cap
     note = f"residual cap {cap:g} chosen on the held-out '{name}' synthesis (within {TOLERANCE} dB): {measured}"
     card["history"] = [*card.get("history", []), note]
-    args.weights.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    weights.write_card(args.weights, card)
 
 
 if __name__ == "__main__":
