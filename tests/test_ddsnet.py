@@ -300,3 +300,26 @@ def test_tailored_objective_trains_every_tailored_sub_network_equally() -> None:
     got = tailored(net, None, noisy, clean, l1, torch.Generator())
     want = sum(l1(net(noisy, config=c.tolist()), clean) for c in net.configs) / 4
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(("noise_map", "seed"), [(False, 0), (True, 1)])  # seeds whose random gates vary
+def test_gate_calibration_scores_the_choices_the_cli_makes(noise_map: bool, seed: int) -> None:
+    from denoise_cli.models.ddsnet import GATE_CONFIDENCE
+    from denoise_cli.training.ddsnet import fixed_noise, gate_choices, gate_cost
+
+    torch.manual_seed(seed)
+    net = DDSNet(channels=16, blocks=2, noise_map=noise_map).eval()
+    with torch.no_grad():  # a gate with an opinion
+        for p in net.gate.parameters():
+            p.normal_(0, 1)
+    clean = torch.rand(6, 3, 32, 32)
+    sigmas = (5.0, 50.0)
+    picks = gate_choices(net, clean, sigmas, GATE_CONFIDENCE)
+    decided = []
+    for sigma in sigmas:
+        for crop in fixed_noise(clean, sigma).split(1):
+            net.decide(crop)
+            decided.append(net.active)
+    assert picks.tolist() == decided and len(set(decided)) > 1
+    scores = torch.tensor([[30.0, 31.0, 32.0]] * 2)
+    assert gate_cost(scores, [0.25, 0.5, 1.0], torch.tensor([0, 2])) == pytest.approx((0.625, 1.0))

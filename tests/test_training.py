@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from denoise_cli import registry, weights
-from denoise_cli.training.data import split_holdout
+from denoise_cli.training.data import MONITOR_CROP, PatchSampler, monitor_crops, split_holdout
 from denoise_cli.training.degrade import imresize
 from denoise_cli.training.loop import Trainer, lr_at
 from denoise_cli.training.objectives import dual_regression, easy_or_hard_labels, scale_pyramid
@@ -360,3 +361,32 @@ def test_fresh_tensors_learn_at_their_own_rate_and_keep_it_on_resume(tmp_path: P
         len(trunk["params"]),
         len(fresh["params"]),
     ]
+
+
+def ramp_image(side: int = 200) -> np.ndarray:
+    """Grey rising by exactly one level per pixel to the right, so a patch's step between
+    neighbours tells the scale it was cut at."""
+    row = np.arange(side, dtype=np.uint8)
+    return np.repeat(np.broadcast_to(row, (side, side))[..., None], 3, axis=2).copy()
+
+
+def steepest_step(patch: torch.Tensor) -> float:
+    """Mean step between neighbours along the steeper axis (flips and turns move the ramp's axis)."""
+    steps = [patch.diff(dim=d).abs().mean().item() * 255 for d in (-1, -2)]
+    return max(steps)
+
+
+@pytest.mark.parametrize(("scales", "expected"), [((1.0, 1.0), 1.0), ((0.5, 0.5), 2.0), ((0.25, 0.25), 4.0)])
+def test_patches_are_cut_at_the_recipe_scale(scales: tuple[float, float], expected: float) -> None:
+    sampler = PatchSampler([ramp_image()], patch=32, scales=scales, seed=3)
+    for patch in sampler.batch(4):
+        assert steepest_step(patch) == pytest.approx(expected, rel=0.05)
+
+
+def test_held_out_crops_are_down_scaled_like_the_patches(tmp_path: Path) -> None:
+    Image.fromarray(ramp_image(256)).save(tmp_path / "ramp.png")
+    full, half = monitor_crops([tmp_path / "ramp.png"]), monitor_crops([tmp_path / "ramp.png"], scale=0.5)
+    assert full.shape == half.shape == (1, 3, MONITOR_CROP, MONITOR_CROP)
+    assert steepest_step(full[0]) == pytest.approx(1.0, rel=0.05)
+    assert steepest_step(half[0]) == pytest.approx(2.0, rel=0.05)
+

@@ -42,13 +42,13 @@ def load_rgb(path: Path) -> np.ndarray:
 class PatchSampler:
     """Draws augmented patches: random down-scaling, crop, flips and 90-degree turns.
 
-    Down-scaling the clean image (by up to ``min_scale``) before cropping adds variety to
-    a small training set and makes noise-free textures at several scales.
+    Down-scaling the clean image (by a factor drawn in ``scales``) before cropping adds variety
+    to a small training set and makes noise-free textures at several scales.
     """
 
     images: list[np.ndarray]
     patch: int
-    min_scale: float = 0.5
+    scales: tuple[float, float] = (0.5, 1.0)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,8 +60,9 @@ class PatchSampler:
     def _one(self) -> np.ndarray:
         im = self.images[self.rng.integers(len(self.images))]
         h, w = im.shape[:2]
-        lowest = max(self.min_scale, self.patch / min(h, w))
-        scale = self.rng.uniform(lowest, 1.0)
+        highest = max(self.scales[1], self.patch / min(h, w))
+        lowest = min(max(self.scales[0], self.patch / min(h, w)), highest)
+        scale = self.rng.uniform(lowest, highest)
         if scale < 0.999:
             # Crop a region first so the resize stays cheap, then scale it to the patch.
             side = min(int(np.ceil(self.patch / scale)), h, w)
@@ -91,9 +92,19 @@ MONITOR_CROP = 128
 """Side of the held-out crops a training run watches (and the tools that score its weights on them)."""
 
 
-def monitor_crops(held: list[Path]) -> torch.Tensor | None:
-    """The fixed held-out batch: one centred MONITOR_CROP crop per held-out image."""
-    return center_crops([load_rgb(f) for f in held], MONITOR_CROP) if held else None
+def monitor_crops(held: list[Path], scale: float = 1.0) -> torch.Tensor | None:
+    """The fixed held-out batch: one centred MONITOR_CROP crop per held-out image, first
+    down-scaled by ``scale`` (a recipe whose patches are all down-scaled watches the same kind)."""
+    return center_crops([downscale(load_rgb(f), scale) for f in held], MONITOR_CROP) if held else None
+
+
+def downscale(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` resized by ``scale`` (bicubic); unchanged at 1."""
+    if scale >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC, reducing_gap=None))
 
 
 def center_crops(images: list[np.ndarray], size: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..metrics import psnr
-from ..models.ddsnet import CHANNEL_STEP
+from ..models.ddsnet import CHANNEL_STEP, noise_sigma, pick_width
 from .degrade import add_gaussian_noise
 from .objectives import cheapest_good, config_psnr
 
@@ -24,6 +24,8 @@ log = logging.getLogger("denoise.train")
 
 MAC_SHARES = (0.25, 0.5, 0.75)
 """The sub-networks tailoring keeps, as shares of the full network's MACs (plus the full one)."""
+GATE_CONFIDENCES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+"""The confidences the tool scores the gate at, to calibrate models.ddsnet.GATE_CONFIDENCE."""
 TAILOR_SIGMAS = (5.0, 15.0, 25.0, 35.0, 50.0)
 """Noise levels of the tailoring batch: each crop gets every level, so cuts are judged on easy and hard inputs."""
 
@@ -98,16 +100,38 @@ def tailor_trainer(trainer: Any) -> None:
         tailor_configs(net, trainer.monitor_clean)
 
 
+def fixed_noise(clean: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``clean`` with AWGN at ``sigma``, one fixed seed per level (the tools' scoring batch)."""
+    return add_gaussian_noise(clean, (sigma, sigma), torch.Generator().manual_seed(int(sigma)))[0]
+
+
 @torch.no_grad()
 def subnetwork_scores(model: nn.Module, clean: torch.Tensor, sigmas: tuple[float, ...]) -> dict[float, torch.Tensor]:
     """PSNR of every crop (rows) under every sub-network (columns, cheapest first) at each
     noise level (fixed seeds)."""
     model.eval()
-    table = {}
+    return {sigma: config_psnr(model, fixed_noise(clean, sigma), clean) for sigma in sigmas}
+
+
+@torch.no_grad()
+def gate_choices(model: nn.Module, clean: torch.Tensor, sigmas: tuple[float, ...], confidence: float) -> torch.Tensor:
+    """The sub-network the gate picks for each crop at each level (rows: the levels' crops in
+    turn, as ``torch.cat`` of ``subnetwork_scores``), taking the cheapest whose chance of being
+    good enough is at least ``confidence``."""
+    model.eval()
+    picks = []
     for sigma in sigmas:
-        noisy, _ = add_gaussian_noise(clean, (sigma, sigma), torch.Generator().manual_seed(int(sigma)))
-        table[sigma] = config_psnr(model, noisy, clean)
-    return table
+        for crop in fixed_noise(clean, sigma).split(1):
+            level = noise_sigma(crop) if model.noise_map else None
+            picks.append(pick_width(model.gate(crop, level), confidence))
+    return torch.tensor(picks)
+
+
+def gate_cost(scores: torch.Tensor, shares: list[float], choice: torch.Tensor) -> tuple[float, float]:
+    """Mean share of the full MACs and mean dB lost against the largest sub-network when
+    crop i runs sub-network ``choice[i]`` (``scores``: PSNR per crop and sub-network)."""
+    picked = scores.gather(1, choice[:, None])[:, 0]
+    return float(torch.tensor(shares)[choice].mean()), float((scores[:, -1] - picked).mean())
 
 
 def subnetwork_psnr(model: nn.Module, clean: torch.Tensor, sigmas: tuple[float, ...]) -> dict[float, list[float]]:
@@ -119,13 +143,12 @@ def oracle_choice(scores: torch.Tensor, shares: list[float], tolerance: float) -
     """What a perfect gate would get from these per-crop scores (N, choices): each crop runs
     the cheapest sub-network within ``tolerance`` dB of the largest. Returns the mean share
     of the full MACs and the mean PSNR lost against always running the largest."""
-    choice = cheapest_good(scores, tolerance)
-    picked = scores.gather(1, choice[:, None])[:, 0]
-    return float(torch.tensor(shares)[choice].mean()), float((scores[:, -1] - picked).mean())
+    return gate_cost(scores, shares, cheapest_good(scores, tolerance))
 
 
 def main() -> None:
-    """``python -m denoise_cli.training.ddsnet WEIGHTS``: the sub-networks' PSNR on the held-out training crops."""
+    """``python -m denoise_cli.training.ddsnet WEIGHTS``: the sub-networks' PSNR on the held-out training
+    crops, what a perfect gate would get from them, and what the trained gate gets at each confidence."""
     import argparse
     from pathlib import Path
 
@@ -169,6 +192,9 @@ def main() -> None:
             f"perfect gate, cheapest within {tolerance:g} dB per crop, sigma {levels}:"
             f" {share:.3f} of the MACs, {lost:.3f} dB below full width"
         )
+    for confidence in GATE_CONFIDENCES:  # calibrates GATE_CONFIDENCE (an untrained gate's figures mean nothing)
+        share, lost = gate_cost(mixed, model.shares(), gate_choices(model, clean, MIXED_SIGMAS, confidence))
+        print(f"gate at confidence {confidence:g}: {share:.3f} of the MACs, {lost:.3f} dB below full width")
 
 
 if __name__ == "__main__":

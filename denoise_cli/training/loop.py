@@ -109,8 +109,9 @@ class Trainer:
         self.precision = "fp32"
 
         train_files, held = training_split(data_root, recipe.train_dirs, recipe.holdout)
-        self.sampler = PatchSampler([load_rgb(f) for f in train_files], recipe.patch, seed=seed)
-        self.monitor_clean = monitor_crops(held)
+        images = [load_rgb(f) for f in train_files]
+        self.sampler = PatchSampler(images, recipe.patch, scales=recipe.patch_scale, seed=seed)
+        self.monitor_clean = monitor_crops(held, scale=recipe.patch_scale[1])
         log.info("%d training images, %d held out for monitoring", len(train_files), len(held))
 
     def _optimizer(self, fresh: Iterable[str] = ()) -> torch.optim.Optimizer:

@@ -48,6 +48,9 @@ class Recipe:
     monitor: dict[str, Degrade]
     """Named fixed degradations scored on held-out training images while training."""
     patch: int = 96
+    patch_scale: tuple[float, float] = (0.5, 1.0)
+    """Range of the random down-scaling of a training image before a patch is cut; the held-out
+    crops are down-scaled by its upper end."""
     batch: int = 16
     steps: int = 20000
     lr: float = 4e-4
@@ -313,8 +316,12 @@ RECIPES: dict[str, Recipe] = {
             "input: the RGGB mosaic packed to R, G1, G2, B planes at half resolution; output: full-resolution RGB",
             "predicts the correction to Malvar-He-Cutler demosaicking (added to the output, computed in fp32)",
             "half the training patches get their chroma scaled by 1-2 (strongly coloured scenes; 1-1.6 to session 15)",
+            "patches are cut from the training photos down-scaled by 0.3-0.5 (0.5-1 to session 16): the photos are"
+            " JPEGs with 4:2:0 chroma, so at full size their colour has half the resolution a Bayer sensor records;"
+            " the held-out crops are down-scaled by 0.5 from session 17",
         ],
-        monitor=packed_mosaic(),  # unsaturated, comparable with the first recipe's curve
+        monitor=packed_mosaic(),  # unsaturated
+        patch_scale=(0.3, 0.5),
     ),
     "panet-deblock": panet_rgb_recipe(
         "panet-deblock",
