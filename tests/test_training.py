@@ -389,4 +389,3 @@ def test_held_out_crops_are_down_scaled_like_the_patches(tmp_path: Path) -> None
     assert full.shape == half.shape == (1, 3, MONITOR_CROP, MONITOR_CROP)
     assert steepest_step(full[0]) == pytest.approx(1.0, rel=0.05)
     assert steepest_step(half[0]) == pytest.approx(2.0, rel=0.05)
-
