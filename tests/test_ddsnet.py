@@ -323,3 +323,21 @@ def test_gate_calibration_scores_the_choices_the_cli_makes(noise_map: bool, seed
     assert picks.tolist() == decided and len(set(decided)) > 1
     scores = torch.tensor([[30.0, 31.0, 32.0]] * 2)
     assert gate_cost(scores, [0.25, 0.5, 1.0], torch.tensor([0, 2])) == pytest.approx((0.625, 1.0))
+
+
+def test_an_inserted_sub_network_lies_between_its_neighbours_and_the_cheapest_goes() -> None:
+    from denoise_cli.training.ddsnet import insert_config
+
+    torch.manual_seed(0)
+    net = DDSNet(channels=32, blocks=2).eval()
+    net.configs.copy_(torch.tensor([[8, 8, 8], [16, 16, 16], [32, 32, 16], [32, 32, 32]]))
+    narrower, wider = net.configs[1].tolist(), net.configs[2].tolist()
+    share = (net.width_of(narrower) + net.width_of(wider)) / 2
+    insert_config(net, torch.rand(2, 3, 128, 128), share)
+    configs = net.configs.tolist()
+    assert configs[0] == narrower and configs[2:] == [wider, [32, 32, 32]]
+    new = configs[1]
+    assert all(lo <= v <= hi for lo, v, hi in zip(narrower, new, wider, strict=True))
+    assert net.width_of(narrower) < net.width_of(new) <= share
+    with pytest.raises(ValueError, match="below the cheapest"):
+        insert_config(net, torch.rand(2, 3, 128, 128), 0.1)

@@ -38,11 +38,20 @@ def tailoring_batch(clean: torch.Tensor, seed: int = 4321) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def tailor(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor, targets: tuple[float, ...]) -> list[list[int]]:
-    """Configurations at (at most) each target share of the full MACs, found by greedy narrowing."""
+def tailor(
+    model: nn.Module,
+    noisy: torch.Tensor,
+    clean: torch.Tensor,
+    targets: tuple[float, ...],
+    start: list[int] | None = None,
+    floor: list[int] | None = None,
+) -> list[list[int]]:
+    """Configurations at (at most) each target share of the full MACs, found by greedy narrowing
+    from ``start`` (default: the full network), no layer group narrower than ``floor`` (default:
+    the narrowest width the sandwich rule trained)."""
     model.eval()
-    config = [model.channels] * model.configs.shape[1]
-    floor = int(model.configs[0].min())  # the narrowest width the sandwich rule trained
+    config = list(start) if start is not None else [model.channels] * model.configs.shape[1]
+    floor = floor or [int(model.configs[0].min())] * len(config)
 
     def score(candidate: list[int]) -> float:
         return psnr(model(noisy, config=candidate).float().clamp(0, 1), clean)
@@ -53,7 +62,7 @@ def tailor(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor, targets: 
     while pending:
         best: tuple[float, list[int], float] | None = None
         for group in range(len(config)):
-            if config[group] - CHANNEL_STEP < floor:
+            if config[group] - CHANNEL_STEP < floor[group]:
                 continue
             trial = list(config)
             trial[group] -= CHANNEL_STEP
@@ -81,6 +90,21 @@ def tailor_configs(net: nn.Module, crops: torch.Tensor) -> None:
     configs = tailor(net, noisy, clean, MAC_SHARES)
     configs.append([net.channels] * net.configs.shape[1])
     net.configs.copy_(torch.tensor(configs, dtype=torch.int64))
+
+
+def insert_config(net: nn.Module, crops: torch.Tensor, share: float) -> None:
+    """Tailor one more sub-network at ``share`` of the MACs between the two it falls between
+    (narrowed from the wider, never below the narrower) and drop the cheapest, so the gate
+    keeps its number of choices. For a sub-network fine-tune (``--objective tailored``) to
+    train, where a perfect gate shows a gap between the tailored ones."""
+    noisy, clean = tailoring_batch(crops[..., 32:96, 32:96])
+    configs = [[int(v) for v in c] for c in net.configs]
+    wider = next(i for i, c in enumerate(configs) if net.width_of(c) > share)
+    if wider == 0:
+        raise ValueError(f"{share} is below the cheapest sub-network ({net.width_of(configs[0]):.2f} of the MACs)")
+    (new,) = tailor(net, noisy, clean, (share,), start=configs[wider], floor=configs[wider - 1])
+    configs.insert(wider, new)
+    net.configs.copy_(torch.tensor(configs[1:], dtype=torch.int64))
 
 
 def tailor_trainer(trainer: Any) -> None:
@@ -159,26 +183,35 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("weights", type=Path)
+    parser.add_argument("--retailor", action="store_true", help="first run stage 2 again (e.g. after a fine-tune)")
     parser.add_argument(
-        "--retailor",
-        type=Path,
-        metavar="OUT",
-        help="first run stage 2 again (e.g. after a fine-tune) and save the re-tailored weights to OUT",
+        "--insert",
+        type=float,
+        metavar="SHARE",
+        help="first tailor a sub-network at SHARE of the MACs between its neighbours, dropping the cheapest",
     )
+    parser.add_argument("--out", type=Path, help="where --retailor or --insert saves the weights")
     args = parser.parse_args()
+    if (args.retailor or args.insert) and not args.out:
+        parser.error("--retailor and --insert need --out")
     recipe = RECIPES["ddsnet-super"]
     card = weights.read_card(args.weights)
     model = registry.build(recipe.arch, **card.get("arch_args", recipe.arch_args))
     weights.load_into(model, args.weights)
     _, held = training_split(SHARED_DATA, recipe.train_dirs, recipe.holdout)
     clean = monitor_crops(held)
-    if args.retailor:
+    if args.retailor or args.insert:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         before = [round(share, 2) for share in model.shares()]
-        tailor_configs(model, clean)
-        note = f"stage 2 re-run on these weights: sub-networks at {before} -> {[round(x, 2) for x in model.shares()]}"
+        if args.insert:
+            insert_config(model, clean, args.insert)
+            how = f"a sub-network tailored at {args.insert:g} of the MACs in place of the cheapest"
+        else:
+            tailor_configs(model, clean)
+            how = "stage 2 re-run on these weights"
+        note = f"{how}: sub-networks at {before} -> {[round(x, 2) for x in model.shares()]}"
         card["history"] = [*card.get("history", []), note]
-        weights.save(model, args.retailor, card, torch.float32)
+        weights.save(model, args.out, card, torch.float32)
     print("| sigma | " + " | ".join(f"{s:.2f} of the MACs" for s in model.shares()) + " |")
     print("|---" * (model.choices + 1) + "|")
     table = subnetwork_scores(model, clean, (0.0, 5.0, 15.0, 25.0, 50.0))
